@@ -1,0 +1,299 @@
+"""Dense and the activations: each forward pass sits right above its backward pass.
+
+Every layer is bound to a Backend by ``build`` (the model does this) and then computes
+through it: the formulas live in the Backend's methods (``affine``, ``relu``, ...), whose
+generic versions are plain ``xp`` code and whose NumPy versions write into ``out``.
+``forward`` saves what ``backward`` needs; ``backward(grad_out)`` fills the layer's
+gradients (Dense only) and returns the gradient with respect to its input.
+
+Results are written into the layer's own buffers (``self.buffer``), reused by the next
+call with the same shape: an array a layer returns is valid until that layer runs again.
+A layer never writes into the arrays it is given. Models copy what they hand to users.
+
+Shapes: x: (n_samples, n_in), y: (n_samples, n_out); activations keep the shape.
+"""
+import math
+
+from .validation import check_bool, check_positive_int
+
+INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "normal", "zeros")
+INIT_ALIASES = {"xavier": "glorot_uniform", "glorot": "glorot_uniform", "he": "he_normal",
+                "kaiming": "he_normal"}
+
+
+class Layer:
+    """Base class: no parameters, not built to any backend yet."""
+
+    # True for an activation that the Dense layer before it applies (its backend fuses the
+    # bias add and the activation, Backend.affine_activation): its input is its output.
+    applied_by_dense = False
+
+    def build(self, backend, dtype, rng=None):
+        """Bind to ``backend`` (arrays of ``dtype``, a name); ``rng`` is the host NumPy
+        Generator that layers with parameters draw their initial values from."""
+        self.backend = backend
+        self.xp = backend.xp
+        self.dtype = dtype
+        # self.buffer(name, shape): this layer's reusable array called ``name``, to pass as
+        # out= (None where the backend has no out=); a bound method, as it runs per call
+        self.buffer = backend.buffers(dtype).get
+
+    def parameters(self):
+        """The parameter arrays, in get_weights order."""
+        return []
+
+    def gradients(self):
+        """The gradients of the last backward pass, in the order of parameters()."""
+        return []
+
+    def get_config(self):
+        """What save() writes so that load() can rebuild the layer (JSON-ready)."""
+        return {}
+
+    @property
+    def kind(self):
+        return type(self).__name__
+
+    def __repr__(self):
+        options = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{self.kind}({options})"
+
+
+class Dense(Layer):
+    """y = x @ W + b.
+
+    x: (n_samples, n_in), W: (n_in, n_out), b: (n_out,), y: (n_samples, n_out).
+    init: "auto" (Glorot uniform here; MLP picks He for ReLU layers), "glorot_uniform",
+    "glorot_normal", "he_uniform", "he_normal", "normal" (standard normal weights and biases,
+    as the from-scratch tutorials draw them) or "zeros". Biases start at 0 except for "normal".
+    """
+
+    def __init__(self, n_in, n_out, bias=True, init="auto"):
+        self.n_in = check_positive_int("Dense n_in", n_in)
+        self.n_out = check_positive_int("Dense n_out", n_out)
+        self.bias = check_bool("Dense bias", bias)
+        self.init = resolve_init(init)
+        self.number = 1  # its position among the model's Dense layers, for error messages
+        self.W = self.b = self.dW = self.db = None
+
+    # The name of the activation this layer applies after x @ W + b, where the model found
+    # the backend fuses the two (Sequential._mark_fused_pairs); None: x @ W + b only.
+    fused_activation = None
+
+    def build(self, backend, dtype, rng=None, init=None):
+        super().build(backend, dtype, rng)
+        self.dW = self.db = None  # a copied layer must not write into its original's arrays
+        if rng is None:
+            rng = backend.host_rng(None)
+        init = init or self.init
+        if init == "zeros":
+            self.W = backend.zeros((self.n_in, self.n_out), dtype)
+            self.b = backend.zeros((self.n_out,), dtype) if self.bias else None
+            return
+        weights, biases = self.initial_values(rng, init)
+        self.W = backend.asarray(weights, dtype)
+        self.b = backend.asarray(biases, dtype) if self.bias else None
+
+    def initial_values(self, rng, init):
+        """Host arrays (W: (n_in, n_out), b: (n_out,)) drawn from ``rng`` by ``init``
+        (any init but "zeros")."""
+        fan_in, fan_out = self.n_in, self.n_out
+        shape = (fan_in, fan_out)
+        biases = [0.0] * fan_out
+        if init in ("auto", "glorot_uniform"):
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            weights = rng.uniform(-limit, limit, size=shape)
+        elif init == "glorot_normal":
+            weights = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+        elif init == "he_uniform":
+            limit = math.sqrt(6.0 / fan_in)
+            weights = rng.uniform(-limit, limit, size=shape)
+        elif init == "he_normal":
+            weights = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+        else:  # "normal"
+            weights = rng.standard_normal(size=shape)
+            biases = rng.standard_normal(size=fan_out)
+        return weights, biases
+
+    def forward(self, x):
+        self.x = x
+        out = self.buffer("y", (x.shape[0], self.n_out))
+        if self.fused_activation is None:
+            return self.backend.affine(x, self.W, self.b, out=out)
+        return self.backend.affine_activation(x, self.W, self.b, self.fused_activation, out=out)
+
+    def backward(self, grad_y, need_input_grad=True):
+        # y = x W + b  =>  dW = xᵀ·grad_y, db = Σ_rows grad_y, dx = grad_y·Wᵀ
+        # (dW and db are overwritten in place from the second backward pass on)
+        self.dW = self.backend.matmul(self.x.T, grad_y, out=self.dW)
+        if self.b is not None:
+            self.db = self.backend.sum_rows(grad_y, out=self.db)
+        if not need_input_grad:  # the first layer of a training step: nobody reads dx
+            return None
+        return self.backend.matmul(grad_y, self.W.T, out=self.buffer("grad_x", self.x.shape))
+
+    def parameters(self):
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def gradients(self):
+        return [self.dW] if self.b is None else [self.dW, self.db]
+
+    def set_parameters(self, values):
+        """Replace W (and b) with backend arrays of the right shapes (checked by the model)."""
+        self.W = values[0]
+        if self.b is not None:
+            self.b = values[1]
+
+    def use_arrays(self, params, grads=None):
+        """Keep W (and b) in ``params``, holding their values, and, when given, write dW
+        (and db) into ``grads`` from now on (the model passes views of its flat arrays)."""
+        self.set_parameters(params)
+        if grads is not None:
+            self.dW = grads[0]
+            if self.b is not None:
+                self.db = grads[1]
+
+    def get_config(self):
+        return {"n_in": self.n_in, "n_out": self.n_out, "bias": self.bias}
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + e^-x), computed without overflow for any x."""
+
+    def forward(self, x):
+        self.y = x if self.applied_by_dense else self.backend.sigmoid(
+            x, out=self.buffer("y", x.shape))
+        return self.y
+
+    def backward(self, grad_y):
+        # dy/dx = y (1 - y), from the saved output
+        return self.backend.sigmoid_backward(grad_y, self.y,
+                                             out=self.buffer("grad_x", grad_y.shape))
+
+
+class Tanh(Layer):
+    """y = tanh(x)."""
+
+    def forward(self, x):
+        self.y = x if self.applied_by_dense else self.backend.tanh(
+            x, out=self.buffer("y", x.shape))
+        return self.y
+
+    def backward(self, grad_y):
+        # dy/dx = 1 - y²
+        return self.backend.tanh_backward(grad_y, self.y,
+                                          out=self.buffer("grad_x", grad_y.shape))
+
+
+class ReLU(Layer):
+    """y = max(x, 0)."""
+
+    def forward(self, x):
+        self.y = x if self.applied_by_dense else self.backend.relu(
+            x, out=self.buffer("y", x.shape))
+        return self.y
+
+    def backward(self, grad_y):
+        # dy/dx = 1 where x > 0 (equivalently y > 0), else 0
+        return self.backend.relu_backward(grad_y, self.y,
+                                          out=self.buffer("grad_x", grad_y.shape))
+
+
+class LeakyReLU(Layer):
+    """y = x where x > 0, else negative_slope · x."""
+
+    def __init__(self, negative_slope=0.01):
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
+                or not 0 <= negative_slope < 1:
+            raise ValueError(
+                f"LeakyReLU negative_slope must be a number in [0, 1), got {negative_slope!r}"
+            )
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        self.positive = x > 0
+        self.y = self.xp.where(self.positive, x, self.negative_slope * x)
+        return self.y
+
+    def backward(self, grad_y):
+        return self.xp.where(self.positive, grad_y, self.negative_slope * grad_y)
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class Softmax(Layer):
+    """y_ij = e^(x_ij) / Σ_k e^(x_ik), along the last axis; shifted by the row maximum so
+    that no exponent is positive (no overflow at x = ±1000)."""
+
+    def forward(self, x):
+        self.x = x  # the logits: SoftmaxCrossEntropy reads them when fused with this layer
+        self.y = self.backend.softmax(x, out=self.buffer("y", x.shape))
+        return self.y
+
+    def backward(self, grad_y):
+        # Jacobian-vector product: dx = y ⊙ (grad_y − Σ_k grad_y_k y_k)
+        y = self.y
+        return y * (grad_y - self.xp.sum(grad_y * y, axis=-1, keepdims=True))
+
+
+class Identity(Layer):
+    """y = x (a linear output)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_y):
+        return grad_y
+
+
+ACTIVATIONS = {
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "softmax": Softmax,
+    "identity": Identity,
+}
+LAYER_TYPES = {cls.__name__: cls for cls in (Dense, *ACTIVATIONS.values())}
+
+
+def activation_layer(activation):
+    """A fresh activation layer from a name ("relu", ...), a class (nb.ReLU) or a layer (an
+    unbuilt copy, so that one instance given for every hidden layer is never shared)."""
+    if isinstance(activation, Layer) and not isinstance(activation, Dense):
+        return type(activation)(**activation.get_config())
+    if isinstance(activation, type) and issubclass(activation, Layer) and activation is not Dense:
+        return activation()
+    if isinstance(activation, str) and activation.strip().lower() in ACTIVATIONS:
+        return ACTIVATIONS[activation.strip().lower()]()
+    raise ValueError(
+        f"unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}"
+    )
+
+
+def activation_name(activation):
+    """The name ("relu", ...) of an activation given as a name, a class or a layer; the
+    class name in lower case for an activation outside ACTIVATIONS. ValueError if unknown."""
+    layer = activation_layer(activation)
+    for name, cls in ACTIVATIONS.items():
+        if type(layer) is cls:
+            return name
+    return layer.kind.lower()
+
+
+def resolve_init(init):
+    key = init.strip().lower() if isinstance(init, str) else init
+    key = INIT_ALIASES.get(key, key)
+    if key not in INITS:
+        raise ValueError(
+            f"unknown init {init!r}; valid names: {', '.join(INITS + tuple(INIT_ALIASES))}"
+        )
+    return key
+
+
+def layer_from_config(kind, config):
+    """Rebuild a layer from its class name and get_config() (used by load)."""
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    return LAYER_TYPES[kind](**config)

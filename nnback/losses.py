@@ -1,0 +1,181 @@
+"""Losses: each has ``forward(pred, target)`` (a 0-d backend array) and, right below it,
+``backward(pred, target)`` (dLoss/dpred, the shape of pred).
+
+pred: (n_samples, n_outputs). target: the shape of pred; a 1-output model also takes
+(n_samples,). SoftmaxCrossEntropy also takes integer class labels of shape (n_samples,).
+
+The public ``forward``/``backward`` check the target (shape, values) and bring it to the
+backend; models do that once per fit with ``prepare_target`` and then call ``value`` and
+``gradient``, which assume a prepared target.
+"""
+from .layers import Sigmoid, Softmax
+from . import validation
+
+
+class Loss:
+    """Base class. ``fused_activation``: an output activation whose backward this loss folds
+    into one stable expression (``gradient_through_activation``). ``reduction``: "mean" when
+    the loss averages over the batch, "sum" when it adds up (data-parallel training weights
+    the ranks' gradients by it)."""
+
+    name = "loss"
+    reduction = "mean"
+    fused_activation = None
+    target_kind = "values"  # "values", "probabilities" (in [0, 1]) or "classes"
+    pred_kind = "values"  # "values" or "probabilities" (in [0, 1])
+
+    def prepare_target(self, backend, target, pred_shape, dtype):
+        """``target`` checked against ``pred_shape`` and moved to ``backend`` as ``dtype``:
+        an array of shape ``pred_shape``. Raises ValueError naming both shapes."""
+        return validation.prepare_target(backend, target, pred_shape, dtype, self)
+
+    def _checked(self, pred, target):
+        """(xp, target prepared for pred) after checking both (ValueError/TypeError)."""
+        backend = validation.prepare_prediction(pred, self)
+        target = self.prepare_target(backend, target, tuple(pred.shape),
+                                     backend.dtype_name(pred.dtype))
+        return backend.xp, target
+
+    def forward(self, pred, target):
+        xp, target = self._checked(pred, target)
+        return self.value(xp, pred, target)
+
+    def backward(self, pred, target):
+        xp, target = self._checked(pred, target)
+        return self.gradient(xp, pred, target)
+
+    def __call__(self, pred, target):
+        return self.forward(pred, target)
+
+    def value(self, xp, pred, target):
+        raise NotImplementedError
+
+    def gradient(self, xp, pred, target):
+        raise NotImplementedError
+
+    def gradient_scale(self, output):
+        """c where dL/dz through the fused output activation is (output − target)·c."""
+        raise NotImplementedError
+
+    def gradient_through_activation(self, xp, output, target):
+        """dL/dz where output = fused_activation(z): (output − target) · gradient_scale."""
+        return (output - target) * self.gradient_scale(output)
+
+    # A backend may compute the formula above in one kernel; this mark tells it that a
+    # subclass has not replaced the formula with its own (Backend.loss_gradient_...).
+    gradient_through_activation.is_scaled_difference = True
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MSE(Loss):
+    """L = mean((pred − target)²) over all elements."""
+
+    name = "mse"
+
+    def value(self, xp, pred, target):
+        error = pred - target
+        return xp.mean(error * error)
+
+    def gradient(self, xp, pred, target):
+        # dL/dpred = 2 (pred − target) / n_elements
+        return (pred - target) * (2.0 / _size(pred))
+
+
+class SSE(Loss):
+    """L = ½ Σ (pred − target)², the classic tutorial loss (its gradient is pred − target)."""
+
+    name = "sse"
+    reduction = "sum"
+
+    def value(self, xp, pred, target):
+        error = pred - target
+        return 0.5 * xp.sum(error * error)
+
+    def gradient(self, xp, pred, target):
+        return pred - target
+
+
+class BinaryCrossEntropy(Loss):
+    """L = −mean(t·log p + (1 − t)·log(1 − p)) over all elements; pred p are probabilities
+    (a sigmoid output), clipped to [eps, 1 − eps] so the log stays finite. Targets in [0, 1].
+    After a Sigmoid output layer the gradient with respect to the logits is (p − t)/n."""
+
+    name = "binary_crossentropy"
+    fused_activation = Sigmoid
+    target_kind = "probabilities"
+    pred_kind = "probabilities"
+
+    def value(self, xp, pred, target):
+        p = _clip_probability(xp, pred)
+        return -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
+
+    def gradient(self, xp, pred, target):
+        p = _clip_probability(xp, pred)
+        return (p - target) / (p * (1.0 - p) * _size(pred))
+
+    def gradient_scale(self, output):
+        """dL/dz where output = sigmoid(z) is (output − target) / n_elements."""
+        return 1.0 / _size(output)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy of softmax(logits) against one-hot or probability targets (or integer
+    labels), averaged over samples: L = −(1/n) Σ_i Σ_k t_ik log softmax(z)_ik.
+
+    pred are the logits z: (n_samples, n_classes). The log-softmax is computed shifted by the
+    row maximum (stable for any logits) and the gradient is the fused (softmax(z) − t)/n. A
+    model whose last layer is Softmax passes that layer's input (the logits) to this loss."""
+
+    name = "softmax_crossentropy"
+    fused_activation = Softmax
+    takes_logits = True
+    target_kind = "classes"
+
+    def value(self, xp, pred, target):
+        shifted = pred - xp.max(pred, axis=1, keepdims=True)
+        log_softmax = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+        return -xp.sum(target * log_softmax) / pred.shape[0]
+
+    def gradient(self, xp, pred, target):
+        shifted = xp.exp(pred - xp.max(pred, axis=1, keepdims=True))
+        softmax = shifted / xp.sum(shifted, axis=1, keepdims=True)
+        return self.gradient_through_activation(xp, softmax, target)
+
+    def gradient_scale(self, output):
+        """dL/dz where output = softmax(z) is (output − target) / n_samples."""
+        return 1.0 / output.shape[0]
+
+
+LOSSES = {
+    "mse": MSE,
+    "sse": SSE,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "bce": BinaryCrossEntropy,
+    "softmax_crossentropy": SoftmaxCrossEntropy,
+    "crossentropy": SoftmaxCrossEntropy,
+}
+
+
+def get_loss(loss):
+    """A Loss from an instance, a class or a name ("mse", "sse", "bce", "crossentropy")."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if isinstance(loss, str) and loss.strip().lower() in LOSSES:
+        return LOSSES[loss.strip().lower()]()
+    raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
+
+
+def _size(array):
+    size = 1
+    for extent in array.shape:
+        size *= extent
+    return size
+
+
+def _clip_probability(xp, p):
+    eps = float(xp.finfo(p.dtype).eps)
+    return xp.clip(p, eps, 1.0 - eps)

@@ -1,0 +1,346 @@
+"""The command line, end to end: ``python -m nnback ...`` in a subprocess for each command's
+main path, its exit codes and its output streams; the table of bad inputs through ``main()``
+in-process (the same code path, without an interpreter start per case)."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnback as nb
+from nnback.__main__ import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nnback_cli(*args, cwd, env=None, check=True):
+    """Run ``python -m nnback *args`` in ``cwd``; the CompletedProcess (text)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+    environment.pop("NNBACK_BACKEND", None)
+    environment.update(env or {})
+    result = subprocess.run([sys.executable, "-m", "nnback", *map(str, args)], cwd=cwd,
+                            env=environment, capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_csv_rows(text):
+    return list(csv.reader(text.splitlines()))
+
+
+@pytest.fixture
+def pets(tmp_path):
+    """Two well separated classes with text labels: 3 numeric features and a 'kind'."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(60):
+        kind = "cat" if index % 2 else "dog"
+        centre = np.array([1.0, -1.0, 2.0]) * (1 if kind == "cat" else -1)
+        rows.append([*(centre + 0.3 * rng.standard_normal(3)).round(4), kind])
+    return write_csv(tmp_path / "pets.csv", ["weight", "height", "age", "kind"], rows)
+
+
+@pytest.fixture
+def prices(tmp_path):
+    """A linear regression target, price = 30·a − 20·b + 100 plus a little noise."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, size=(80, 2))
+    price = 30 * X[:, 0] - 20 * X[:, 1] + 100 + rng.normal(0, 0.5, size=80)
+    return write_csv(tmp_path / "prices.csv", ["a", "b", "price"],
+                     [[*x.round(5), round(p, 4)] for x, p in zip(X, price)])
+
+
+# -- help and arguments ---------------------------------------------------------------------
+def test_top_level_help_lists_every_command(tmp_path):
+    result = nnback_cli("--help", cwd=tmp_path)
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: python -m nnback {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["no-such-command"],
+    ["train", "data.csv"],                                       # --target is required
+    ["train", "data.csv", "--target", "y", "--layers", "64,x"],
+    ["train", "data.csv", "--target", "y", "--epochs", "0"],
+    ["train", "data.csv", "--target", "y", "--lr", "-1"],
+    ["train", "data.csv", "--target", "y", "--validation-split", "1.5"],
+    ["train", "data.csv", "--target", "y", "--task", "cluster"],
+    ["train", "data.csv", "--target", "y", "--backend", "tpu"],
+    ["predict", "model.nnb"],                                    # no data file
+], ids=lambda argv: " ".join(argv) or "nothing")
+def test_bad_arguments_exit_2_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2_from_the_interpreter(tmp_path):
+    result = nnback_cli("train", "data.csv", "--target", "y", "--epochs", "zero",
+                        cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "argument --epochs: 'zero' is not a positive integer" in result.stderr
+
+
+# -- info and demo ------------------------------------------------------------------------
+def test_info_names_version_backends_device_and_blas(tmp_path):
+    result = nnback_cli("info", cwd=tmp_path)
+    assert result.stdout.startswith(f"nnback {nb.__version__} ")
+    for name, reason in nb.available_backends().items():
+        expected = f"{name}: available on" if reason is None else f"{name}: unavailable: "
+        assert expected in result.stdout
+    if sys.platform.startswith("linux"):
+        assert "GiB memory)" in result.stdout.split("numpy: available on", 1)[1].splitlines()[0]
+    assert f"default backend (auto): {nb.get_backend('auto').name}" in result.stdout
+
+
+def test_demo_prints_the_tutorial_numbers(tmp_path):
+    result = nnback_cli("demo", "--backend", "numpy", cwd=tmp_path)
+    assert "w=[0, 1], b=4 on [2, 3]: 0.9990889488055994" in result.stdout
+    assert "every w=[0, 1], b=0, on [2, 3]: 0.7216325609518421" in result.stdout
+    assert "new: Emily" in result.stdout and "Frank" in result.stdout
+
+
+# -- train and predict ----------------------------------------------------------------------
+def test_train_then_predict_classifies_text_labels(pets, tmp_path):
+    model = tmp_path / "pets.nnb"
+    trained = nnback_cli("train", pets, "--target", "kind", "--layers", "8", "--epochs", "30",
+                         "--lr", "0.05", "--save", model, "--quiet", cwd=tmp_path)
+    assert "task: classify 'kind' (2 classes: cat, dog)" in trained.stdout
+    assert "training accuracy 1.000" in trained.stdout
+    predicted = nnback_cli("predict", model, pets, cwd=tmp_path)
+    rows = read_csv_rows(predicted.stdout)
+    truth = [row[-1] for row in read_csv_rows(pets.read_text())]
+    assert rows[0] == ["kind"] and rows == [[label] for label in truth]
+    assert predicted.stderr == ""
+
+
+def test_predict_proba_and_output_file(pets, tmp_path):
+    model = tmp_path / "pets.nnb"
+    nnback_cli("train", pets, "--target", "kind", "--layers", "8", "--epochs", "5",
+               "--save", model, "--quiet", cwd=tmp_path)
+    output = tmp_path / "predictions.csv"
+    result = nnback_cli("predict", model, pets, "--proba", "--output", output, cwd=tmp_path)
+    assert result.stdout == f"wrote 60 predictions to {output}\n"
+    rows = read_csv_rows(output.read_text())
+    assert rows[0] == ["kind", "proba_cat", "proba_dog"] and len(rows) == 61
+    probabilities = np.array([[float(cell) for cell in row[1:]] for row in rows[1:]])
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    labels = np.array(["cat", "dog"])[probabilities.argmax(axis=1)]
+    assert [row[0] for row in rows[1:]] == list(labels)
+
+
+def test_train_then_predict_regresses_numbers_in_their_units(prices, tmp_path):
+    model = tmp_path / "prices.nnb"
+    trained = nnback_cli("train", prices, "--target", "price", "--layers", "16",
+                         "--activation", "tanh", "--epochs", "200", "--lr", "0.01",
+                         "--validation-split", "0.25", "--save", model, "--quiet",
+                         cwd=tmp_path)
+    assert "task: regress 'price' (numbers)" in trained.stdout
+    assert "60 rows for training, 20 for validation" in trained.stdout
+    assert "validation RMSE" in trained.stdout
+    # the features only: a CSV without the target column predicts as well
+    features = write_csv(tmp_path / "new.csv", ["a", "b"], [[0, 0], [0.5, -0.5]])
+    rows = read_csv_rows(nnback_cli("predict", model, features, cwd=tmp_path).stdout)
+    assert rows[0] == ["price"]
+    predicted = np.array([float(row[0]) for row in rows[1:]])
+    assert np.allclose(predicted, [100, 125], atol=5)     # 30·a − 20·b + 100
+
+
+def test_model_file_keeps_what_predict_needs(pets, tmp_path):
+    model_path = tmp_path / "pets.nnb"
+    nnback_cli("train", pets, "--target", "kind", "--layers", "4", "--epochs", "1",
+               "--save", model_path, "--quiet", cwd=tmp_path)
+    model, extra = nb.load(model_path, backend="numpy", return_extra=True)
+    metadata = extra["csv"]
+    assert metadata["task"] == "classify" and metadata["classes"] == ["cat", "dog"]
+    assert metadata["features"] == ["weight", "height", "age"]
+    assert model.layer_sizes == [3, 4, 2]
+    assert nb.load(model_path, backend="numpy").layer_sizes == [3, 4, 2]  # extra is optional
+
+
+def test_save_and_load_round_trip_extra_and_reject_non_dict(tmp_path):
+    model = nb.MLP([2, 1], seed=0)
+    model_path = tmp_path / "model.nnb"
+    nb.io.save(model, model_path, extra={"note": [1, "two"]})
+    assert nb.load(model_path, return_extra=True)[1] == {"note": [1, "two"]}
+    nb.io.save(model, model_path)
+    assert nb.load(model_path, return_extra=True)[1] == {}
+    with pytest.raises(TypeError, match="extra must be a dict"):
+        nb.io.save(model, model_path, extra=["not", "a", "dict"])
+
+
+def test_predict_with_a_model_saved_from_python_uses_every_column(tmp_path):
+    model = nb.MLP([2, 1], output="identity", dtype="float64")
+    model.set_weights([np.array([[1.0], [10.0]]), np.array([0.5])])
+    model.save(tmp_path / "plain.nnb")
+    data = write_csv(tmp_path / "x.csv", ["first", "second"], [[1, 2], [3, 4]])
+    rows = read_csv_rows(nnback_cli("predict", "plain.nnb", data, cwd=tmp_path).stdout)
+    assert rows == [["output"], ["21.5"], ["43.5"]]
+
+
+def test_progress_bar_with_tqdm_and_epoch_lines_without(pets, tmp_path):
+    pytest.importorskip("tqdm")
+    with_bar = nnback_cli("train", pets, "--target", "kind", "--epochs", "3", cwd=tmp_path)
+    assert "3/3" in with_bar.stderr and "epoch 1/3" not in with_bar.stdout
+    hidden = tmp_path / "hide_tqdm" / "tqdm"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("tqdm hidden for this test")\n')
+    environment = {"PYTHONPATH": os.pathsep.join([str(hidden.parent), str(ROOT)])}
+    without = nnback_cli("train", pets, "--target", "kind", "--epochs", "3", cwd=tmp_path,
+                         env=environment)
+    assert [line.split(" - ")[0] for line in without.stdout.splitlines()
+            if line.startswith("epoch ")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+
+# -- clear errors: exit 1, one line, no traceback -------------------------------------------
+def test_data_error_exits_1_with_one_line_and_no_traceback(tmp_path):
+    data = write_csv(tmp_path / "bad.csv", ["a", "b", "y"], [[1, 2, 0], [3, "seven", 1]])
+    result = nnback_cli("train", data, "--target", "y", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"python -m nnback train: error: {data}, line 3, column 'b': "
+                             "'seven' is not a number; feature columns must hold numbers "
+                             "(choose them with --features)\n")
+    assert result.stdout == ""
+
+
+def test_bad_model_file_exits_1(tmp_path):
+    data = write_csv(tmp_path / "x.csv", ["a"], [[1]])
+    (tmp_path / "model.nnb").write_bytes(b"PK\x03\x04 not really a zip archive")
+    result = nnback_cli("predict", "model.nnb", data, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("python -m nnback predict: error: model.nnb ")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def saved(pets, tmp_path):
+    """A small model trained on pets.csv by `train --save` (in-process, to save time)."""
+    path = tmp_path / "saved.nnb"
+    assert main(["train", str(pets), "--target", "kind", "--layers", "4", "--epochs", "1",
+                 "--save", str(path), "--quiet"]) == 0
+    return path
+
+
+TRAIN_ERRORS = [
+    ("missing file", None, ["--target", "y"], "no-such.csv: No such file or directory"),
+    ("empty file", "", ["--target", "y"], "is empty; a header row of column names is needed"),
+    ("header only", "a,y\n", ["--target", "y"], "has a header but no rows of data"),
+    ("ragged row", "a,y\n1,0\n2\n", ["--target", "y"], "line 3: 1 cells, but the header has 2"),
+    ("repeated name", "a,a,y\n1,2,0\n", ["--target", "y"], "repeats the column name(s) 'a'"),
+    ("missing target", "a,b\n1,2\n", ["--target", "y"],
+     "has no column 'y'; its columns are 'a', 'b'"),
+    ("empty cell", "a,y\n1,0\n,1\n", ["--target", "y"],
+     "line 3, column 'a': the cell is empty"),
+    ("infinite cell", "a,y\n1,0\ninf,1\n", ["--target", "y"],
+     "line 3, column 'a': 'inf' is not a finite number"),
+    ("empty target", "a,y\n1,0\n2,\n", ["--target", "y"],
+     "line 3, column 'y': the cell is empty"),
+    ("text to regress", "a,y\n1,low\n2,high\n", ["--target", "y", "--task", "regress"],
+     "'low' is not a number; a regression target must hold numbers"),
+    ("one class", "a,y\n1,0\n2,0\n", ["--target", "y"], "holds one class only ('0')"),
+    ("target as feature", "a,y\n1,0\n2,1\n", ["--target", "y", "--features", "a,y"],
+     "the target column 'y' is also listed in --features"),
+    ("unknown feature", "a,y\n1,0\n2,1\n", ["--target", "y", "--features", "a,c"],
+     "has no column 'c'"),
+    ("no rows to validate", "a,y\n1,0\n2,1\n", ["--target", "y", "--validation-split", "0.1"],
+     "leaves 2 of 2 rows for training and 0 for validation"),
+    ("not UTF-8", b"a,y\n\xff,1\n", ["--target", "y"], "is not a UTF-8 text file"),
+]
+
+
+@pytest.mark.parametrize("content, options, message",
+                         [case[1:] for case in TRAIN_ERRORS],
+                         ids=[case[0] for case in TRAIN_ERRORS])
+def test_train_reports_bad_data_on_one_line(content, options, message, tmp_path, capsys,
+                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = "no-such.csv"
+    if content is not None:
+        path = "data.csv"
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(path, mode) as stream:
+            stream.write(content)
+    assert main(["train", path, "--epochs", "1", "--quiet", *options]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("python -m nnback train: error: ")
+    assert message in captured.err and len(captured.err.splitlines()) == 1
+
+
+PREDICT_ERRORS = [
+    ("missing feature column", "weight,height\n1,2\n",
+     "has 2 feature columns but saved.nnb was trained on 3 (weight, height, age): "
+     "missing 'age'"),
+    ("unknown column", "weight,height,age,colour\n1,2,3,4\n",
+     "has 4 feature columns but saved.nnb was trained on 3 (weight, height, age): "
+     "unknown 'colour'"),
+    ("non-numeric cell", "weight,height,age\n1,2,old\n",
+     "line 2, column 'age': 'old' is not a number"),
+]
+
+
+@pytest.mark.parametrize("content, message", [case[1:] for case in PREDICT_ERRORS],
+                         ids=[case[0] for case in PREDICT_ERRORS])
+def test_predict_reports_bad_columns_on_one_line(content, message, saved, tmp_path, capsys,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("new.csv").write_text(content)
+    capsys.readouterr()
+    assert main(["predict", saved.name, "new.csv"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("python -m nnback predict: error: new.csv")
+    assert message in captured.err and len(captured.err.splitlines()) == 1
+    assert captured.out == ""
+
+
+def test_predict_ignores_the_target_column_it_was_trained_with(saved, pets, capsys):
+    capsys.readouterr()
+    assert main(["predict", str(saved), str(pets)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 61
+
+
+def test_predict_proba_refused_for_regression(prices, tmp_path, capsys):
+    path = tmp_path / "prices.nnb"
+    assert main(["train", str(prices), "--target", "price", "--epochs", "1", "--quiet",
+                 "--save", str(path)]) == 0
+    assert main(["predict", str(path), str(prices), "--proba"]) == 1
+    assert "--proba is for classification" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_line(saved, pets, tmp_path, capsys):
+    capsys.readouterr()
+    target = tmp_path / "missing-folder" / "out.csv"
+    assert main(["predict", str(saved), str(pets), "--output", str(target)]) == 1
+    assert capsys.readouterr().err == (f"python -m nnback predict: error: {target}: "
+                                       "No such file or directory\n")
+
+
+def test_cupy_backend_without_gpu_is_one_line(pets, capsys):
+    if nb.available_backends()["cupy"] is None:
+        pytest.skip("CuPy works here: there is no error to report")
+    assert main(["train", str(pets), "--target", "kind", "--backend", "cupy"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m nnback train: error: ") and "cupy" in err
+    assert len(err.splitlines()) == 1
