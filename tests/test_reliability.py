@@ -372,32 +372,36 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
     started = time.perf_counter()
     for _ in range(5):
         models[0].save(path)
-    # kill within the first two and a half saves, however fast this machine is today
-    window = 2.5 * (time.perf_counter() - started) / 5
+    save_seconds = (time.perf_counter() - started) / 5
     rng = random.Random(0)
     outcomes = Counter()
     again = keep_going(KILL_SECONDS, MIN_KILLS)
     while again(sum(outcomes.values())):
-        ready, ready_writer = os.pipe()
+        progress, progress_writer = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child saves the other model, then both in turn, until killed
+        if pid == 0:  # the child saves models 1, 0, 1, ... and reports each save done
             status = 1
             try:
-                os.close(ready)
-                os.write(ready_writer, b"!")
+                os.close(progress)
+                os.write(progress_writer, b"!")
                 for turn in range(1, 10 ** 9):
                     models[turn % 2].save(path)
+                    os.write(progress_writer, b"!")
             except BaseException:
                 with open(tmp_path / "child-error.txt", "w") as report:
                     traceback.print_exc(file=report)
             finally:
                 os._exit(status)
-        os.close(ready_writer)
-        os.read(ready, 1)
-        os.close(ready)
-        time.sleep(rng.uniform(0.0, window))
+        os.close(progress_writer)
+        # Wait for the child to start and finish 0, 1 or 2 saves (so the file may hold
+        # either model whatever this machine's speed), then kill it at a random moment
+        # within the next save and a half.
+        for _ in range(1 + rng.randrange(3)):
+            os.read(progress, 1)
+        time.sleep(rng.uniform(0.0, 1.5 * save_seconds))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(progress)
         error = tmp_path / "child-error.txt"
         assert os.WIFSIGNALED(status), ("the saving child stopped on its own: "
                                         + (error.read_text() if error.exists() else "?"))
@@ -407,7 +411,7 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
     assert all(name.startswith(".model.nnb.") and name.endswith(".tmp") for name in leftovers)
     print(f"\natomic save: {kills} kills survived, file held the old/new model "
           f"{outcomes[0]}/{outcomes[1]} times, {len(leftovers)} kills landed mid-save "
-          f"(left a temporary file), 0 lost (one save took {1e3 * window / 2.5:.1f} ms)")
+          f"(left a temporary file), 0 lost (one save took {1e3 * save_seconds:.1f} ms)")
     assert kills >= MIN_KILLS and outcomes[0] and outcomes[1]
 
 
