@@ -154,6 +154,7 @@ def test_fused_optimizer_steps_fall_back_on_mismatched_dtypes(fake_cupy):
 def test_loss_gradient_kernel_only_for_the_plain_formula(fake_cupy):
     """A loss subclass with its own gradient_through_activation (the estimators' binary log
     loss) keeps its formula; the built-in losses take the kernel."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install '.[sklearn]'")
     from nnback.estimators import _BinaryLogLoss
 
     backend = CupyBackend(fake_cupy)
