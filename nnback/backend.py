@@ -271,7 +271,8 @@ class Backend:
         return self.adam_update(param, m, v, step_size, eps)
 
     def take_rows(self, array, indices, out=None):
-        """array[indices] along axis 0; ``indices`` is an integer array of this backend."""
+        """array[indices] along axis 0; ``indices`` is an integer array of this backend whose
+        values are in range (nnback makes them: the caller validates, not this method)."""
         return self.xp.take(array, indices, axis=0)
 
 
@@ -539,7 +540,10 @@ class NumpyBackend(Backend):
     def take_rows(self, array, indices, out=None):
         if out is None or array.dtype is not out.dtype:
             return super().take_rows(array, indices)
-        return numpy.take(array, indices, axis=0, out=out)
+        # mode="clip" because the callers' indices are in range (a permutation's slice):
+        # numpy.take's default mode="raise" goes through a temporary when given ``out``,
+        # 2.5x slower for a batch of 256 rows of 784 here.
+        return numpy.take(array, indices, axis=0, out=out, mode="clip")
 
 
 _BOOL = numpy.dtype(bool)
