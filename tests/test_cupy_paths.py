@@ -336,7 +336,7 @@ def test_cupy_model_parameters_stay_in_one_flat_array(cupy_backend):
 
 @pytest.mark.gpu
 def test_large_input_through_pinned_memory_equals_plain_transfer(cupy_backend):
-    from nnback.backend import PINNED_MIN_BYTES
+    from nnback.backend_cupy import PINNED_MIN_BYTES
 
     host = RNG.normal(size=(PINNED_MIN_BYTES // 8 + 3, 2))  # float64, over the threshold
     for dtype in ("float32", "float64"):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import nnback as nb
-from nnback.backend import SCRATCH_SIZE, Backend, NumpyBackend
+from nnback.backend import Backend, NumpyBackend
+from nnback.backend_numpy import SCRATCH_SIZE
 
 from conftest import PARITY_RTOL, assert_close
 
