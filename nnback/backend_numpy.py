@@ -142,13 +142,6 @@ class NumpyBackend(Backend):
             numpy.add(out, bias, out=out)
         return out
 
-    def affine_activation(self, x, weights, bias, activation, out=None):
-        """activation(x @ weights + bias), where activation is the name of one of this
-        backend's activation methods ("relu", "sigmoid", "tanh"). A model calls it for the
-        pairs a backend fuses (fused_dense_activations)."""
-        y = self.affine(x, weights, bias, out=out)
-        return getattr(self, activation)(y, out=out)
-
     def sum_rows(self, array, out=None):
         if out is None or array.dtype is not out.dtype:
             return super().sum_rows(array)
