@@ -9,6 +9,7 @@ counts."""
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -394,16 +395,21 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
             finally:
                 os._exit(status)
         os.close(progress_writer)
+        error = tmp_path / "child-error.txt"
         # Wait for the child to start and finish 0, 1 or 2 saves (so the file may hold
         # either model whatever this machine's speed), then kill it at a random moment
         # within the next save and a half.
-        for _ in range(1 + rng.randrange(3)):
-            os.read(progress, 1)
-        time.sleep(rng.uniform(0.0, 1.5 * save_seconds))
-        os.kill(pid, signal.SIGKILL)
+        try:
+            for _ in range(1 + rng.randrange(3)):
+                reported, _, _ = select.select([progress], [], [], 30.0)  # never hang
+                assert reported and os.read(progress, 1), (
+                    "the saving child went silent: "
+                    + (error.read_text() if error.exists() else "no exception"))
+            time.sleep(rng.uniform(0.0, 1.5 * save_seconds))
+        finally:
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         os.close(progress)
-        error = tmp_path / "child-error.txt"
         assert os.WIFSIGNALED(status), ("the saving child stopped on its own: "
                                         + (error.read_text() if error.exists() else "?"))
         outcomes[load_which(path, candidates)] += 1
