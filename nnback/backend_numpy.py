@@ -44,6 +44,10 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     flat_views = True
+    # ReLU in place on the Dense layer's output (the generic affine_activation with out=):
+    # one activation-sized buffer fewer, 1-3% of the medium fit in A/B runs here. Sigmoid
+    # and tanh were not measured that way and stay separate layers.
+    fused_dense_activations = ("relu",)
 
     def __init__(self):
         super().__init__(numpy)
