@@ -366,6 +366,12 @@ def load_which(path, candidates):
     raise AssertionError("the file holds a model that was never saved")
 
 
+def child_error(folder):
+    """The traceback a saving child wrote into ``folder``, or a word saying there is none."""
+    report = folder / "child-error.txt"
+    return report.read_text() if report.exists() else "no exception reported"
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
     models = [nb.MLP([16, 64, 64, 4], backend="numpy", seed=seed) for seed in (1, 2)]
@@ -395,7 +401,6 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
             finally:
                 os._exit(status)
         os.close(progress_writer)
-        error = tmp_path / "child-error.txt"
         # Wait for the child to start and finish 0, 1 or 2 saves (so the file may hold
         # either model whatever this machine's speed), then kill it at a random moment
         # within the next save and a half.
@@ -403,15 +408,14 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
             for _ in range(1 + rng.randrange(3)):
                 reported, _, _ = select.select([progress], [], [], 30.0)  # never hang
                 assert reported and os.read(progress, 1), (
-                    "the saving child went silent: "
-                    + (error.read_text() if error.exists() else "no exception"))
+                    "the saving child went silent: " + child_error(tmp_path))
             time.sleep(rng.uniform(0.0, 1.5 * save_seconds))
         finally:
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         os.close(progress)
         assert os.WIFSIGNALED(status), ("the saving child stopped on its own: "
-                                        + (error.read_text() if error.exists() else "?"))
+                                        + child_error(tmp_path))
         outcomes[load_which(path, candidates)] += 1
     kills = sum(outcomes.values())
     leftovers = [name for name in os.listdir(tmp_path) if name != "model.nnb"]
