@@ -18,7 +18,8 @@ CUDA_TYPES = {"float32": "float", "float64": "double"}
 
 # y from the pre-activation s, both of type T (the generic formulas of Backend)
 ACTIVATIONS = {
-    "relu": "y = s > (T)0 ? s : (T)0;",
+    # max(s, 0) as maximum() computes it: NaN stays NaN (NaN < 0 is false)
+    "relu": "y = s < (T)0 ? (T)0 : s;",
     # 1 / (1 + e^-s) without overflow: e^-|s| never exceeds 1
     "sigmoid": "T e = exp(-fabs(s)); y = (s >= (T)0 ? (T)1 : e) / ((T)1 + e);",
     "tanh": "y = tanh(s);",

@@ -24,9 +24,16 @@ kernels, TF32, pinned transfers). This module keeps what every backend shares, t
 array_api_strict stand-in and ``get_backend``. It is the only module that imports cupy, and
 it does so lazily (backend_cupy.py is handed the module, and reaches into it only for
 CuPy's TF32 switch when asked for TF32).
+
+The generic path finds its namespace with array-api-compat (what scikit-learn and SciPy use):
+NumPy 1.x, CuPy and PyTorch are not array-API namespaces themselves (no ``device=``, no
+``__array_namespace__``, no ``astype`` function in NumPy 1.x or CuPy 13), and
+``array_api_compat.array_namespace`` gives a compliant wrapper of each. The fast backends
+keep the raw module for their own overrides.
 """
 import os
 
+import array_api_compat
 import numpy
 
 VALID_BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
@@ -54,11 +61,13 @@ class DeviceOutOfMemoryError(MemoryError):
 
 
 class Backend:
-    """Generic backend over any array-API module ``xp``.
+    """Generic backend over any array module ``xp``: an array-API namespace, or NumPy, CuPy or
+    PyTorch, which are wrapped in their array-api-compat namespace (see compat_namespace).
 
     name: short name ("numpy", "cupy", "array_api_strict").
-    xp: the array module; model code calls only functions every backend's xp shares.
-    device: where arrays live (None where the module has a single default device).
+    xp: the array namespace; model code calls only functions every backend's xp shares.
+    module: the array module as given (numpy, cupy, ...), for a subclass's fast paths.
+    device: where arrays live (None: the namespace's default or current device).
     """
 
     name = "generic"
@@ -72,7 +81,8 @@ class Backend:
     allow_tf32 = False
 
     def __init__(self, xp, device=None):
-        self.xp = xp
+        self.module = xp  # the array module as given: what fast paths of a subclass call
+        self.xp = compat_namespace(xp)
         self.device = device
 
     # -- identity ---------------------------------------------------------------------------
@@ -103,14 +113,14 @@ class Backend:
     # -- moving data ------------------------------------------------------------------------
     def is_array(self, value):
         """True when ``value`` is an array of this backend, on this backend's device."""
-        if not hasattr(value, "__array_namespace__"):
+        if not is_array_object(value):
             return False
         try:
-            if value.__array_namespace__() is not self.xp:
+            if array_api_compat.array_namespace(value) is not self.xp:
                 return False
-        except Exception:
+            return self.device is None or array_api_compat.device(value) == self.device
+        except Exception:  # an array type array-api-compat does not know
             return False
-        return self.device is None or getattr(value, "device", None) == self.device
 
     def asarray(self, x, dtype=None):
         """Host -> device: ``x`` (NumPy array, list, scalar or an array of this backend) as an
@@ -120,15 +130,15 @@ class Backend:
         target = None if dtype is None else self.dtype(dtype)
         if self.is_array(x):
             return x if target is None or x.dtype == target else self.astype(x, target)
-        host = numpy.asarray(x)
-        if target is None and host.dtype.kind == "f" and host.dtype.itemsize not in (4, 8):
-            host = host.astype(numpy.float64)
+        host = host_array(x)
+        if not host.flags.writeable:  # PyTorch would share (and warn about) read-only memory
+            host = host.copy()
         return self.xp.asarray(host, dtype=target, device=self.device)
 
     def to_numpy(self, array):
         """Device -> host: a NumPy array holding the same values; never a view of the
         model's own arrays, so changing it changes nothing in the model."""
-        return numpy.asarray(array)
+        return numpy.asarray(array_api_compat.to_device(array, "cpu")).copy()
 
     def synchronize(self):
         """Wait until queued device work is done (a no-op on the CPU)."""
@@ -147,9 +157,6 @@ class Backend:
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=self.dtype(dtype), device=self.device)
 
-    def arange(self, n):
-        return self.xp.arange(n, device=self.device)
-
     def astype(self, array, dtype):
         """``array`` cast to ``dtype`` (a backend dtype or its name); no copy when it matches."""
         if isinstance(dtype, str):
@@ -157,6 +164,7 @@ class Backend:
         return array if array.dtype == dtype else self.xp.astype(array, dtype)
 
     def copy(self, array):
+        """A new array holding ``array``'s values."""
         return self.xp.asarray(array, copy=True)
 
     # -- randomness -------------------------------------------------------------------------
@@ -174,7 +182,7 @@ class Backend:
 
     def buffers(self, dtype):
         """A fresh :class:`Buffers` of ``dtype`` for one layer (the generic one keeps
-        nothing)."""
+        nothing; a backend with ``out=`` returns ReusedBuffers)."""
         return Buffers()
 
     def matmul(self, a, b, out=None):
@@ -244,10 +252,12 @@ class Backend:
         param -= step_size * m / (self.xp.sqrt(v) + eps)
         return param
 
-    def loss_gradient_through_activation(self, loss, output, target):
-        """dLoss/dz for a loss fused with its output activation, output = activation(z)
-        (Loss.gradient_through_activation)."""
-        return loss.gradient_through_activation(self.xp, output, target)
+    def loss_gradient_through_activation(self, loss, output, target, factor=1.0, out=None):
+        """factor · dLoss/dz for a loss fused with its output activation, output =
+        activation(z) (Loss.gradient_through_activation). ``factor``: a constant the
+        caller folds in (the plain-SGD step, see Sequential._step)."""
+        grad = loss.gradient_through_activation(self.xp, output, target)
+        return grad if factor == 1.0 else grad * factor
 
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov):
         """SGD with momentum, in place: v ← μ·v + g; p ← p − lr·v (Nesterov:
@@ -289,6 +299,26 @@ class Buffers:
         return None
 
 
+class ReusedBuffers(Buffers):
+    """Buffers that are kept: one array per (name, shape), all of one dtype. A few shapes
+    are held at once (a fit sees its batch size, the last short batch and the validation
+    set); past ``max_entries`` arrays the pool starts afresh, so no shape is held forever."""
+
+    def __init__(self, backend, dtype, max_entries=16):
+        self._backend = backend
+        self._dtype = dtype
+        self._arrays = {}
+        self.max_entries = max_entries
+
+    def get(self, name, shape):
+        key = (name, shape)
+        array = self._arrays.get(key)
+        if array is None:
+            if len(self._arrays) >= self.max_entries:
+                self._arrays.clear()
+            array = self._arrays[key] = self._backend.empty(shape, self._dtype)
+        return array
+
 
 class ArrayApiStrictBackend(Backend):
     """array_api_strict on its second device: a CPU stand-in for an accelerator that refuses
@@ -309,7 +339,7 @@ class ArrayApiStrictBackend(Backend):
         self._host_device = array_api_strict.Device("CPU_DEVICE")
 
     def to_numpy(self, array):
-        return numpy.asarray(array.to_device(self._host_device))
+        return numpy.array(array.to_device(self._host_device), copy=True)
 
 
 def _load_cupy():
@@ -442,13 +472,54 @@ def check_dtype(dtype):
 
 def backend_of(array):
     """The Backend that ``array`` belongs to (Chainer's get_array_module): numpy, cupy or
-    array_api_strict; TypeError for anything else."""
+    array_api_strict by name; for an array of another array-API library (a torch tensor,
+    say) a generic Backend over its namespace. TypeError for anything else."""
     module = type(array).__module__.split(".")[0]
     if module in ("numpy", "cupy", "array_api_strict"):
         return get_backend(module)
+    if is_array_object(array):
+        namespace = array_api_compat.array_namespace(array)
+        if namespace not in _generic:
+            _generic[namespace] = Backend(namespace)
+        return _generic[namespace]
     raise TypeError(
         f"expected an array of numpy, cupy or array_api_strict, got {type(array).__name__}"
     )
+
+
+_generic = {}
+
+
+def compat_namespace(xp):
+    """The array-API namespace for the array module ``xp``: array-api-compat's wrapper of
+    NumPy, CuPy or PyTorch (which take no ``device=`` and lack array-API functions in some
+    versions), or ``xp`` itself when it already is an array-API namespace
+    (array_api_strict, or a wrapper from array-api-compat)."""
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp) \
+            or array_api_compat.is_torch_namespace(xp):
+        return array_api_compat.array_namespace(xp.empty(0))
+    return xp
+
+
+def is_array_object(value):
+    """Whether ``value`` is an array of an array library (NumPy, CuPy, PyTorch, or any
+    array-API library), which NumPy 1.x and CuPy arrays are without an
+    ``__array_namespace__`` method."""
+    return array_api_compat.is_array_api_obj(value) and not isinstance(value, numpy.generic)
+
+
+def host_array(value):
+    """``value`` (a NumPy array, a list, a scalar) as a host NumPy array, float16 and other
+    odd floats widened to float64. An array of a device library is refused with
+    TypeError: it moves through its backend's to_numpy, never implicitly."""
+    if is_array_object(value) and not isinstance(value, numpy.ndarray):
+        raise TypeError(
+            f"a {type(value).__module__.split('.')[0]} array cannot become a NumPy array "
+            "implicitly; move it with its backend's to_numpy first")
+    host = numpy.asarray(value)
+    if host.dtype.kind == "f" and host.dtype.itemsize not in (4, 8):
+        host = host.astype(numpy.float64)
+    return host
 
 
 # The subclasses import Backend and Buffers from here, so they come in last.

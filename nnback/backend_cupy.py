@@ -6,7 +6,8 @@ cupy at the top: nnback.backend imports it and hands the module to CupyBackend.
 import numpy
 
 from . import _cupy_kernels as _kernels
-from .backend import Backend, BackendUnavailableError, DeviceOutOfMemoryError
+from .backend import (Backend, BackendUnavailableError, DeviceOutOfMemoryError, ReusedBuffers,
+                      host_array)
 
 
 class CupyBackend(Backend):
@@ -16,9 +17,9 @@ class CupyBackend(Backend):
     bias add and the activation after a Dense layer's GEMM in one kernel, each activation's
     derivative times the incoming gradient in one kernel, the loss gradient through a fused
     output activation in one kernel, SGD with momentum and Adam as one kernel over the
-    model's flat parameter array, matrix products into ``out``, and large host arrays moved
-    through pinned memory. The kernels live in nnback/_cupy_kernels.py, compiled on first
-    use.
+    model's flat parameter array, matrix products and column sums into ``out`` (layers keep
+    their outputs in ReusedBuffers, as on numpy). The kernels live in
+    nnback/_cupy_kernels.py, compiled on first use.
 
     allow_tf32: let float32 matrix products use TF32 tensor cores (10-bit mantissa inputs,
     float32 accumulation): faster, less exact; off unless asked for (get_backend("cupy",
@@ -30,7 +31,7 @@ class CupyBackend(Backend):
     fused_dense_activations = tuple(_kernels.ACTIVATIONS)
 
     def __init__(self, cupy, allow_tf32=False):
-        super().__init__(cupy)
+        super().__init__(cupy)  # xp: array-api-compat's cupy namespace; module: cupy itself
         self._device_name = None
         self.allow_tf32 = bool(allow_tf32)
         self._tf32 = _Tf32Switch(cupy) if self.allow_tf32 else None
@@ -39,7 +40,7 @@ class CupyBackend(Backend):
         """This backend with allow_tf32 set as given (self when it already is)."""
         if bool(allow_tf32) == self.allow_tf32:
             return self
-        return CupyBackend(self.xp, allow_tf32=allow_tf32)
+        return CupyBackend(self.module, allow_tf32=allow_tf32)
 
     def __repr__(self):
         tf32 = ", TF32 allowed" if self.allow_tf32 else ""
@@ -49,45 +50,29 @@ class CupyBackend(Backend):
         return numpy.dtype(name).type
 
     def is_array(self, value):
-        return isinstance(value, self.xp.ndarray)
+        return isinstance(value, self.module.ndarray)
 
     def asarray(self, x, dtype=None):
-        target = None if dtype is None else self.dtype(dtype)
-        if isinstance(x, self.xp.ndarray):
+        """Host -> device by ``cupy.asarray``, which stages the copy through pinned memory
+        and keeps the staging block alive until the copy has run (a cast, if any, happens
+        on the host first, so only the final bytes cross the bus)."""
+        target = None if dtype is None else numpy.dtype(dtype)
+        if isinstance(x, self.module.ndarray):
             return x if target is None or x.dtype == target else x.astype(target)
-        host = numpy.asarray(x)
-        if target is None and host.dtype.kind == "f" and host.dtype.itemsize not in (4, 8):
-            host = host.astype(numpy.float64)
-        if host.nbytes >= PINNED_MIN_BYTES:
-            return self._through_pinned(host, host.dtype if target is None else target)
-        return self.xp.asarray(host, dtype=target)
-
-    def _through_pinned(self, host, dtype):
-        """Host -> device through a page-locked staging buffer (cast on the host while
-        staging): the copy to the GPU runs at DMA speed, without the driver's own staging.
-        The staging buffer comes from CuPy's pinned memory pool; the copy is synchronous, so
-        the buffer is free to reuse when this returns."""
-        cupy = self.xp
-        dtype = numpy.dtype(dtype)
-        size = max(1, host.size) * dtype.itemsize
-        pinned = cupy.cuda.alloc_pinned_memory(size)
-        staging = numpy.frombuffer(pinned, dtype, host.size).reshape(host.shape)
-        numpy.copyto(staging, host, casting="unsafe")
-        device = cupy.empty(host.shape, dtype=dtype)
-        device.set(staging)
-        return device
+        host = host_array(x)
+        return self.module.asarray(host if target is None else host.astype(target, copy=False))
 
     def to_numpy(self, array):
-        return self.xp.asnumpy(array)
+        return self.module.asnumpy(array)
 
     def synchronize(self):
-        self.xp.cuda.get_current_stream().synchronize()
+        self.module.cuda.get_current_stream().synchronize()
 
     def translate_error(self, exc, batch_size, needed_bytes):
         """CuPy's OutOfMemoryError (and cuBLAS/CUDA allocation failures) as a
         DeviceOutOfMemoryError that names the batch size and the memory the step needs."""
         text = str(exc)
-        out_of_memory = isinstance(exc, self.xp.cuda.memory.OutOfMemoryError) or (
+        out_of_memory = isinstance(exc, self.module.cuda.memory.OutOfMemoryError) or (
             type(exc).__name__ in ("CUDARuntimeError", "CUBLASError")
             and ("cudaErrorMemoryAllocation" in text or "ALLOC_FAILED" in text))
         if not out_of_memory:
@@ -100,13 +85,10 @@ class CupyBackend(Backend):
             batch_size=batch_size, needed_bytes=needed_bytes)
 
     def zeros(self, shape, dtype):
-        return self.xp.zeros(shape, dtype=dtype)
+        return self.module.zeros(shape, dtype=dtype)
 
     def empty(self, shape, dtype):
-        return self.xp.empty(shape, dtype=dtype)
-
-    def arange(self, n):
-        return self.xp.arange(n)
+        return self.module.empty(shape, dtype=dtype)
 
     def astype(self, array, dtype):
         return array.astype(dtype, copy=False)
@@ -115,6 +97,9 @@ class CupyBackend(Backend):
         return array.copy()
 
     # -- fast paths (generic versions and docs in Backend) ------------------------------------
+    def buffers(self, dtype):
+        return ReusedBuffers(self, dtype)
+
     def matmul(self, a, b, out=None):
         if self._tf32 is not None and a.dtype == numpy.float32:
             with self._tf32:
@@ -122,18 +107,22 @@ class CupyBackend(Backend):
         return self._matmul(a, b, out)
 
     def _matmul(self, a, b, out):
+        cupy = self.module
         # CuPy applies its compute type (TF32) to 2-D products only: a stack of matrices
         # times one shared matrix is one 2-D GEMM of the stacked rows
         if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
-            rows = self.xp.matmul(a.reshape(-1, a.shape[-1]), b)
+            rows = cupy.matmul(a.reshape(-1, a.shape[-1]), b)
             result = rows.reshape(a.shape[:-1] + b.shape[-1:])
-            if out is not None and out.shape == result.shape and out.dtype == result.dtype:
+            if _fits_like(out, result):
                 out[...] = result
                 return out
             return result
-        if out is not None and out.dtype == a.dtype and out.shape == a.shape[:-1] + b.shape[-1:]:
-            return self.xp.matmul(a, b, out=out)
-        return self.xp.matmul(a, b)
+        if not _fits_like(out, a, a.shape[:-1] + b.shape[-1:]) or b.dtype != a.dtype:
+            return cupy.matmul(a, b)
+        result = cupy.matmul(a, b, out=out)
+        if result is not out:  # CuPy 13 may hand back another array than ``out``
+            out[...] = result
+        return out
 
     def affine(self, x, weights, bias=None, out=None):
         y = self.matmul(x, weights, out=out)
@@ -151,6 +140,11 @@ class CupyBackend(Backend):
         y = self.matmul(x, weights, out=out)  # a new C-contiguous array where out won't do
         # the bias add and the activation in one pass over y, in place
         return self._kernel("bias_activation", activation)(y, bias, y)
+
+    def sum_rows(self, array, out=None):
+        if not _fits_like(out, array, array.shape[1:]):
+            return super().sum_rows(array)
+        return self.module.sum(array, axis=0, out=out)
 
     def relu(self, x, out=None):
         return self._activation("relu", x, out)
@@ -170,12 +164,25 @@ class CupyBackend(Backend):
     def tanh_backward(self, grad_y, y, out=None):
         return self._derivative("tanh", grad_y, y, out)
 
-    def loss_gradient_through_activation(self, loss, output, target):
+    def loss_gradient_through_activation(self, loss, output, target, factor=1.0, out=None):
         formula = type(loss).gradient_through_activation
         if not getattr(formula, "is_scaled_difference", False) or not _kernels.fits(
                 output, target) or output.shape != target.shape:
-            return super().loss_gradient_through_activation(loss, output, target)
-        return self._kernel("scaled_difference")(output, target, loss.gradient_scale(output))
+            return super().loss_gradient_through_activation(loss, output, target, factor)
+        kernel = self._kernel("scaled_difference")
+        scale = loss.gradient_scale(output) * factor
+        return kernel(output, target, scale, out) if _fits_like(out, output) else kernel(
+            output, target, scale)
+
+    def softmax(self, x, out=None):
+        if not _fits_like(out, x) or x.ndim != 2:
+            return super().softmax(x)
+        # the generic formula with out=: four launches, and only (n, 1) row arrays allocated
+        cupy = self.module
+        row = cupy.max(x, axis=-1, keepdims=True)
+        cupy.subtract(x, row, out=out)
+        cupy.exp(out, out=out)
+        return cupy.divide(out, cupy.sum(out, axis=-1, keepdims=True), out=out)
 
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov):
         if not _kernels.fits(param, grad, velocity) or not param.shape == grad.shape == \
@@ -195,7 +202,7 @@ class CupyBackend(Backend):
         return param
 
     def _kernel(self, name, *variant):
-        return _kernels.kernel(self.xp, name, *variant)
+        return _kernels.kernel(self.module, name, *variant)
 
     def _activation(self, activation, x, out):
         """activation(x) by its fused kernel, into out when it fits; the generic result
@@ -215,24 +222,22 @@ class CupyBackend(Backend):
 
     def device_name(self):
         if self._device_name is None:
-            properties = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+            cuda = self.module.cuda
+            properties = cuda.runtime.getDeviceProperties(cuda.Device().id)
             name = properties["name"]
             self._device_name = name.decode() if isinstance(name, bytes) else str(name)
         return self._device_name
 
     def device_memory(self):
-        free, total = self.xp.cuda.Device().mem_info
+        free, total = self.module.cuda.Device().mem_info
         return int(total)
 
 
-def _fits_like(out, array):
-    """Whether ``out`` can take a fused kernel's result of ``array``'s shape and dtype."""
-    return out is not None and out.shape == array.shape and _kernels.fits(out, dtype=array.dtype)
-
-
-# Host arrays of at least this many bytes go to the GPU through pinned memory (asarray):
-# below it the staging copy costs more than the faster transfer saves (a guess, unmeasured).
-PINNED_MIN_BYTES = 1 << 20
+def _fits_like(out, array, shape=None):
+    """Whether ``out`` can take a result of ``array``'s dtype and of ``shape`` (by default
+    ``array``'s): C-contiguous, float32 or float64."""
+    shape = array.shape if shape is None else tuple(shape)
+    return out is not None and out.shape == shape and _kernels.fits(out, dtype=array.dtype)
 
 
 class _Tf32Switch:

@@ -12,28 +12,7 @@ import threading
 
 import numpy
 
-from .backend import Backend, Buffers
-
-
-class ReusedBuffers(Buffers):
-    """Buffers that are kept: one array per (name, shape), all of one dtype. A few shapes
-    are held at once (a fit sees its batch size, the last short batch and the validation
-    set); past ``max_entries`` arrays the pool starts afresh, so no shape is held forever."""
-
-    def __init__(self, backend, dtype, max_entries=16):
-        self._backend = backend
-        self._dtype = dtype
-        self._arrays = {}
-        self.max_entries = max_entries
-
-    def get(self, name, shape):
-        key = (name, shape)
-        array = self._arrays.get(key)
-        if array is None:
-            if len(self._arrays) >= self.max_entries:
-                self._arrays.clear()
-            array = self._arrays[key] = self._backend.empty(shape, self._dtype)
-        return array
+from .backend import Backend, ReusedBuffers, host_array
 
 
 class NumpyBackend(Backend):
@@ -51,6 +30,9 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         super().__init__(numpy)
+        # model code calls the raw module: every function it uses is in NumPy >= 1.24, and
+        # array-api-compat's wrappers would add a Python call to each (a tiny step's cost)
+        self.xp = numpy
         self._thread = threading.local()  # per-thread scratch arrays (see _scratch)
         self._constants = {}  # read-only arrays of zeros and ones, shared (see _filled)
 
@@ -60,14 +42,17 @@ class NumpyBackend(Backend):
     def is_array(self, value):
         return isinstance(value, numpy.ndarray)
 
+    def asarray(self, x, dtype=None):
+        target = None if dtype is None else numpy.dtype(dtype)
+        if isinstance(x, numpy.ndarray) and (target is None or x.dtype == target):
+            return x
+        return numpy.asarray(host_array(x), dtype=target)
+
     def zeros(self, shape, dtype):
         return numpy.zeros(shape, dtype=dtype)
 
     def empty(self, shape, dtype):
         return numpy.empty(shape, dtype=dtype)
-
-    def arange(self, n):
-        return numpy.arange(n)
 
     def astype(self, array, dtype):
         return array.astype(dtype, copy=False)

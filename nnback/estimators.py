@@ -19,7 +19,8 @@ import warnings
 
 import numpy
 
-from .backend import BackendUnavailableError, backend_of, check_dtype, get_backend
+from .backend import (BackendUnavailableError, backend_of, check_dtype, get_backend,
+                      is_array_object)
 
 _INSTALL_HINT = "pip install 'nnback[sklearn]'"
 _MIN_SKLEARN = (1, 6)
@@ -161,7 +162,7 @@ def _is_foreign_array(value, backend):
     as it is (torch tensors, array_api_strict or CuPy arrays on the numpy backend, ...)."""
     if value is None or isinstance(value, numpy.ndarray) or backend.is_array(value):
         return False
-    return hasattr(value, "__array_namespace__") or hasattr(value, "__dlpack__")
+    return is_array_object(value) or hasattr(value, "__dlpack__")
 
 
 def _to_host(value, name):
@@ -182,7 +183,7 @@ def _dispatch_output(result, X):
     """With sklearn.set_config(array_api_dispatch=True), ``result`` (host NumPy) as an array
     of X's namespace and device, as scikit-learn does; otherwise ``result`` itself."""
     if not sklearn.get_config()["array_api_dispatch"] or isinstance(X, numpy.ndarray) \
-            or not (hasattr(X, "__array_namespace__") or hasattr(X, "__dlpack__")) \
+            or not (is_array_object(X) or hasattr(X, "__dlpack__")) \
             or result.dtype.kind not in "biuf":
         return result
     from sklearn.utils._array_api import get_namespace_and_device

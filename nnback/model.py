@@ -302,9 +302,19 @@ class Sequential:
 
     def _parameters_finite(self):
         """Whether every parameter is finite (one reduction brought to the host)."""
+        return bool(self.backend.to_numpy(self._finite_on_device()))
+
+    def _finite_on_device(self):
+        """A 0-d backend bool array: whether every parameter is finite (no sync)."""
         xp = self.xp
-        checks = xp.stack([xp.all(xp.isfinite(param)) for param in self.parameters()])
-        return bool(self.backend.to_numpy(xp.all(checks)))
+        return xp.all(xp.stack([xp.all(xp.isfinite(param)) for param in self.parameters()]))
+
+    def _epoch_result(self, total, n_samples):
+        """(mean loss of the epoch, whether the weights are finite) from the epoch's summed
+        loss ``total`` (a 0-d backend array): both cross to the host in one transfer."""
+        finite = self.backend.astype(self._finite_on_device(), self.dtype)
+        total, finite = self.backend.to_numpy(self.xp.stack([total, finite]))
+        return float(total) / n_samples, bool(finite)
 
     def _memory_estimate(self, batch_size, training=True):
         """Rough bytes a step on ``batch_size`` rows needs on the device: the parameters
@@ -354,18 +364,22 @@ class Sequential:
             value = self._step(x, target, loss, optimizer, alpha)
             return float(self.backend.to_numpy(value))
 
-    def _loss_and_gradient(self, out, target, loss):
-        """(loss value, dLoss/d(input of layers[stop-1]), stop). A loss with a fused output
-        activation (Sigmoid + BCE, Softmax + SoftmaxCrossEntropy) takes the gradient with
-        respect to the logits in one stable expression and skips that layer's backward."""
+    def _loss_and_gradient(self, out, target, loss, factor=1.0):
+        """(loss value, factor · dLoss/d(input of layers[stop-1]), stop). A loss with a fused
+        output activation (Sigmoid + BCE, Softmax + SoftmaxCrossEntropy) takes the gradient
+        with respect to the logits in one stable expression and skips that layer's
+        backward."""
         xp = self.xp
         last = self.layers[-1]
         if loss.fused_activation is not None and type(last) is loss.fused_activation:
             pred = last.x if getattr(loss, "takes_logits", False) else out
             value = loss.value(xp, pred, target)
-            grad = self.backend.loss_gradient_through_activation(loss, out, target)
+            grad = self.backend.loss_gradient_through_activation(
+                loss, out, target, factor, out=last.buffer("grad_logits", tuple(out.shape)))
             return value, grad, len(self.layers) - 1
-        return loss.value(xp, out, target), loss.gradient(xp, out, target), len(self.layers)
+        grad = loss.gradient(xp, out, target)
+        return loss.value(xp, out, target), grad if factor == 1.0 else grad * factor, \
+            len(self.layers)
 
     def _step(self, x, target, loss, optimizer, alpha=0.0):
         """Train on one prepared batch; returns the loss as a 0-d backend array (no sync).
@@ -382,11 +396,9 @@ class Sequential:
         # so the "gradients" computed are then the update itself, and the optimizer adds
         # them in one pass. get_gradients() divides the factor out again.
         fold = optimizer.folded_scale()
-        out = self._forward(x)
-        value, grad, stop = self._loss_and_gradient(out, target, loss)
-        if fold is not None:
-            grad = grad * fold
         self._gradient_scale = 1.0 if fold is None else fold
+        out = self._forward(x)
+        value, grad, stop = self._loss_and_gradient(out, target, loss, self._gradient_scale)
         self._backward(grad, stop)
         if self._parallel is not None:
             value = self._parallel.reduce(value, self.gradients())
@@ -564,7 +576,7 @@ class Sequential:
                         epoch_loss = self._run_epoch(x, target, loss, optimizer, batch_size,
                                                      rng if shuffle else None, interrupted,
                                                      alpha)
-                        epoch_loss = float(self.backend.to_numpy(epoch_loss)) / n_samples
+                        epoch_loss, weights_finite = self._epoch_result(epoch_loss, n_samples)
                         val_loss = None if validation_set is None else float(
                             self.backend.to_numpy(self._loss_value(*validation_set, loss)))
                 except Exception:  # not KeyboardInterrupt: that keeps the last step's weights
@@ -572,7 +584,7 @@ class Sequential:
                     raise
                 # the loss is taken before each update: the epoch's last update can still
                 # make the weights infinite while the loss looks fine
-                if not _finite(epoch_loss) or not self._parameters_finite():
+                if not _finite(epoch_loss) or not weights_finite:
                     self._restore(snapshot, optimizer)
                     what = f"the training loss became {epoch_loss}" if not _finite(epoch_loss) \
                         else "the weights became NaN or infinite"

@@ -11,6 +11,8 @@ over the flat arrays instead of once per parameter: the same numbers, fewer call
 """
 import math
 
+import array_api_compat
+
 from .backend import backend_of
 from .validation import check_fraction, check_positive_number
 
@@ -30,7 +32,7 @@ class FlatArrays(list):
 def views_of(flat, shapes):
     """FlatArrays of consecutive views of the 1-D ``flat``, shaped like ``shapes`` (their
     sizes add up to flat's)."""
-    xp = flat.__array_namespace__()
+    xp = array_api_compat.array_namespace(flat)
     views, start = [], 0
     for shape in shapes:
         size = math.prod(shape)
@@ -53,9 +55,9 @@ def _zeros_like(arrays):
     are FlatArrays."""
     if isinstance(arrays, FlatArrays):
         flat = arrays.flat
-        return views_of(flat.__array_namespace__().zeros_like(flat),
+        return views_of(array_api_compat.array_namespace(flat).zeros_like(flat),
                         [array.shape for array in arrays])
-    return [array.__array_namespace__().zeros_like(array) for array in arrays]
+    return [array_api_compat.array_namespace(array).zeros_like(array) for array in arrays]
 
 
 class Optimizer:

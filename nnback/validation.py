@@ -10,7 +10,7 @@ import os
 
 import numpy
 
-from .backend import backend_of
+from .backend import backend_of, is_array_object
 
 
 class ShapeError(ValueError):
@@ -80,7 +80,7 @@ def check_path(path, name="path"):
 
 def _foreign_array_error(name, value, backend):
     owner = type(value).__module__.split(".")[0]
-    if owner == backend.name or backend.name == "generic":
+    if owner == getattr(backend.module, "__name__", "").split(".")[0]:
         return TypeError(
             f"{name} lives on device {getattr(value, 'device', None)} but the model's arrays "
             f"are on {backend.device_name()}; move it there first or pass a NumPy array"
@@ -98,7 +98,7 @@ def to_host(backend, value, name):
         return numpy.asarray(value), None
     if backend.is_array(value):
         return backend.to_numpy(value), value
-    if hasattr(value, "__array_namespace__"):
+    if is_array_object(value):
         raise _foreign_array_error(name, value, backend)
     if value is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
@@ -292,7 +292,7 @@ def _one_hot(backend, labels, n_classes, dtype, name):
 def check_same_backend(backend, array, name):
     """TypeError unless ``array`` is an array of ``backend`` (and on its device)."""
     if not backend.is_array(array):
-        if hasattr(array, "__array_namespace__"):
+        if is_array_object(array):
             raise _foreign_array_error(name, array, backend)
         raise TypeError(f"{name} must be an array of the {backend.name} backend, got "
                         f"{type(array).__name__}")

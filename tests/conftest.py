@@ -4,17 +4,106 @@
 - array_api_strict: its second device, a CPU stand-in for an accelerator that refuses
   silent conversion to NumPy and mixing devices, so the generic path is proven without a GPU
   (skipped with a reason where array-api-strict is not installed).
-- cupy: where CuPy and a CUDA GPU work (marked ``gpu``; skipped elsewhere).
+- cupy (marked ``gpu``): real CuPy where CuPy and a CUDA GPU work; elsewhere the strict CuPy
+  stand-in of tests/cupy_standin (NumPy underneath, CuPy's surface, kernels run on the CPU),
+  so the cupy code runs in CI. ``--cupy`` (or NNBACK_TEST_CUPY) chooses: auto (default),
+  standin, real, off. The report header says which ran.
+- torch: the generic path over PyTorch tensors (array-api-compat's namespace) where torch
+  is installed: a second real array library holding the generic formulas.
 """
+import importlib
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 import nnback as nb
+from nnback.backend import Backend
+
+STANDIN_PATH = Path(__file__).resolve().parent / "cupy_standin"
+CUPY_CHOICES = ("auto", "standin", "real", "off")
+CUPY_STATE = {"choice": None}  # what pytest_configure chose
 
 BACKENDS = [
     "numpy",
     "array_api_strict",
     pytest.param("cupy", marks=pytest.mark.gpu),
+    "torch",
 ]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cupy", choices=CUPY_CHOICES, default=os.environ.get("NNBACK_TEST_CUPY", "auto"),
+        help="what the cupy test cases run on: auto (real CuPy where a GPU works, else the "
+             "CuPy stand-in), standin, real (skip without a GPU) or off (skip them); "
+             "default from NNBACK_TEST_CUPY, else auto")
+
+
+def _real_cupy_works():
+    """Whether a real CuPy imports and finds a GPU (CuPy imports without one)."""
+    try:
+        import cupy
+    except Exception:
+        return False
+    if getattr(cupy, "__standin__", False):
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:
+        return False
+
+
+def _forget_cupy():
+    for name in [name for name in sys.modules if name == "cupy" or name.startswith("cupy.")
+                 or name == "cupyx" or name.startswith("cupyx.")
+                 or name == "cupy_backends" or name.startswith("cupy_backends.")]:
+        del sys.modules[name]
+
+
+def use_cupy_standin():
+    """Put the CuPy stand-in in place of ``cupy`` in this process and return the module.
+    Subprocesses (the command-line tests) do not see it: they run as on a CPU machine.
+
+    The stand-in reports a working GPU, so ``backend="auto"`` would pick it; the tests that
+    leave the backend at its default stand for a CPU machine, so ``NNBACK_BACKEND=numpy``
+    (the documented switch) keeps "auto" on numpy unless it is set already. The cupy cases
+    name "cupy" explicitly."""
+    _forget_cupy()
+    if str(STANDIN_PATH) not in sys.path:
+        sys.path.insert(0, str(STANDIN_PATH))
+    os.environ.setdefault("NNBACK_BACKEND", "numpy")
+    cupy = importlib.import_module("cupy")
+    assert cupy.__standin__, f"{cupy.__file__} is not the CuPy stand-in"
+    return cupy
+
+
+def pytest_configure(config):
+    choice = config.getoption("--cupy")
+    if choice == "auto":
+        choice = "real" if _real_cupy_works() else "standin"
+    config.cupy_choice = CUPY_STATE["choice"] = choice
+    if choice == "standin":
+        use_cupy_standin()
+
+
+def pytest_report_header(config):
+    choice = getattr(config, "cupy_choice", None)
+    if choice == "standin":
+        cupy = sys.modules["cupy"]
+        return (f"cupy: the cupy cases ran on the CuPy STAND-IN (NumPy on the CPU, CuPy "
+                f"{'/'.join(cupy.__standin_surface__)} surface), not on a GPU")
+    if choice == "real":
+        try:
+            backend = nb.get_backend("cupy")
+        except nb.BackendUnavailableError as exc:
+            return f"cupy: real CuPy requested, unavailable ({exc}); the cupy cases skip"
+        import cupy
+
+        return f"cupy: the cupy cases ran on real CuPy {cupy.__version__}, {backend.device_name()}"
+    return "cupy: the cupy cases are switched off (--cupy off)"
+
 
 # Relative tolerances for comparing backends on the same computation (DESIGN.md: parity).
 PARITY_RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -25,6 +114,14 @@ GRADCHECK_MAX = 1e-6
 
 
 def backend_or_skip(name):
+    """The Backend called ``name`` ("torch": the generic Backend over PyTorch), or a skip
+    saying why it cannot run here."""
+    if name == "cupy" and CUPY_STATE["choice"] == "off":
+        pytest.skip("the cupy cases are switched off (--cupy off)")
+    if name == "torch":
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install "
+                                    "torch==2.13.0 for the CPU build)")
+        return Backend(torch)
     try:
         return nb.get_backend(name)
     except nb.BackendUnavailableError as exc:

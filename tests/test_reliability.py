@@ -17,7 +17,6 @@ import textwrap
 import threading
 import time
 import traceback
-import types
 from collections import Counter
 
 import numpy as np
@@ -28,6 +27,7 @@ from hypothesis.extra import numpy as hnp
 import nnback as nb
 from nnback.backend import CupyBackend, NumpyBackend
 from nnback.layers import Layer
+from conftest import backend_or_skip
 from test_io import overwrite
 
 STRESS_SECONDS = float(os.environ.get("NNBACK_STRESS_SECONDS", "0"))
@@ -251,19 +251,26 @@ def test_ctrl_c_from_outside_the_process(tmp_path):
 
 
 # -- GPU out of memory ---------------------------------------------------------------------
-class FakeCudaOutOfMemory(Exception):
-    """Stands in for cupy.cuda.memory.OutOfMemoryError on a machine without a GPU."""
-
-
-FAKE_CUPY = types.SimpleNamespace(
-    cuda=types.SimpleNamespace(memory=types.SimpleNamespace(
-        OutOfMemoryError=FakeCudaOutOfMemory)))
+# On real CuPy where a GPU works, and on the CuPy stand-in (tests/cupy_standin) elsewhere:
+# its OutOfMemoryError is CuPy's class, constructor and message, and its memory pool runs
+# out for real past the limit set with CuPy's own MemoryPool.set_limit.
 CUPY_MESSAGE = "Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes)."
 
 
-def test_cupy_out_of_memory_is_translated():
-    backend = CupyBackend(FAKE_CUPY)
-    error = backend.translate_error(FakeCudaOutOfMemory(CUPY_MESSAGE), 4096, 3 * 2 ** 30)
+@pytest.fixture
+def cupy_module():
+    return backend_or_skip("cupy").module
+
+
+def out_of_memory(cupy):
+    """CuPy's OutOfMemoryError for a 1 GiB allocation with nothing allocated before."""
+    return cupy.cuda.memory.OutOfMemoryError(2 ** 30, 0)
+
+
+@pytest.mark.gpu
+def test_cupy_out_of_memory_is_translated(cupy_module):
+    backend = CupyBackend(cupy_module)
+    error = backend.translate_error(out_of_memory(cupy_module), 4096, 3 * 2 ** 30)
     assert isinstance(error, nb.DeviceOutOfMemoryError) and isinstance(error, MemoryError)
     assert (error.batch_size, error.needed_bytes) == (4096, 3 * 2 ** 30)
     text = str(error)
@@ -272,54 +279,83 @@ def test_cupy_out_of_memory_is_translated():
     cublas = type("CUBLASError", (Exception,), {})("CUBLAS_STATUS_ALLOC_FAILED")
     assert isinstance(backend.translate_error(cublas, 8, 1), nb.DeviceOutOfMemoryError)
     assert backend.translate_error(ValueError("shapes do not match"), 8, 1) is None
-    assert nb.get_backend("numpy").translate_error(FakeCudaOutOfMemory(), 8, 1) is None
+    assert nb.get_backend("numpy").translate_error(out_of_memory(cupy_module), 8, 1) is None
 
 
 @pytest.fixture
-def fake_gpu_backend(monkeypatch):
-    """A NumPy backend that translates errors the way the CuPy backend does."""
+def gpu_like_backend(monkeypatch, cupy_module):
+    """A NumPy backend that translates errors the way the CuPy backend does (so that an
+    optimizer hook can fail a chosen step with CuPy's error)."""
     backend = NumpyBackend()
-    monkeypatch.setattr(backend, "translate_error", CupyBackend(FAKE_CUPY).translate_error)
+    monkeypatch.setattr(backend, "translate_error", CupyBackend(cupy_module).translate_error)
     return backend
 
 
-def test_out_of_memory_in_fit_names_the_batch_and_keeps_the_last_epoch(fake_gpu_backend):
+@pytest.mark.gpu
+def test_out_of_memory_in_fit_names_the_batch_and_keeps_the_last_epoch(gpu_like_backend,
+                                                                       cupy_module):
     def out_of_memory_halfway(params):  # the update has begun when the memory runs out
         params[0][...] = np.nan
-        raise FakeCudaOutOfMemory(CUPY_MESSAGE)
+        raise out_of_memory(cupy_module)
 
     # batches of 4 of 16 rows: four steps an epoch; the 7th step (epoch 2) fails
-    optimizer = RecordingSGD(fake_gpu_backend, hooks={7: out_of_memory_halfway}, lr=0.001,
+    optimizer = RecordingSGD(gpu_like_backend, hooks={7: out_of_memory_halfway}, lr=0.001,
                              momentum=0.5)
-    model = linear_model(fake_gpu_backend)
+    model = linear_model(gpu_like_backend)
     with pytest.raises(nb.DeviceOutOfMemoryError, match=r"batch of 4 rows, which needs about "
                                                         r"[0-9.]+ MiB") as info:
         model.fit(X_LINEAR, Y_LINEAR, optimizer=optimizer, epochs=5, batch_size=4, seed=0)
-    assert isinstance(info.value.__cause__, FakeCudaOutOfMemory)
+    assert isinstance(info.value.__cause__, cupy_module.cuda.memory.OutOfMemoryError)
     assert info.value.needed_bytes == model._memory_estimate(4)
     assert_arrays_equal(model.get_weights(), optimizer.after[3], "weights after epoch 1")
     assert model.history.epoch == [1]
     assert optimizer.iterations == 4
-    reference = RecordingSGD(fake_gpu_backend, lr=0.001, momentum=0.5)
-    linear_model(fake_gpu_backend).fit(X_LINEAR, Y_LINEAR, optimizer=reference, epochs=1,
+    reference = RecordingSGD(gpu_like_backend, lr=0.001, momentum=0.5)
+    linear_model(gpu_like_backend).fit(X_LINEAR, Y_LINEAR, optimizer=reference, epochs=1,
                                        batch_size=4, seed=0)
     assert_arrays_equal(optimizer.state_arrays(), reference.state_arrays(), "velocities")
+
+
+@pytest.fixture
+def memory_limit(cupy_module):
+    """Set the default memory pool's limit (CuPy's MemoryPool.set_limit) for one test."""
+    pool = cupy_module.get_default_memory_pool()
+    before = pool.get_limit()
+    yield lambda size: pool.set_limit(size=size)
+    pool.set_limit(size=before)
+
+
+@pytest.mark.gpu
+def test_a_fit_past_the_device_memory_names_the_batch_and_keeps_the_weights(memory_limit):
+    """A real allocation failure: the batch's activations do not fit under the pool's
+    limit. The error names the batch, and the model keeps the weights it had."""
+    model = nb.MLP([64, 2048, 1], activation="relu", output="identity", backend="cupy", seed=0)
+    before = model.get_weights()
+    X, y = np.ones((4096, 64)), np.zeros(4096)
+    pool = sys.modules["cupy"].get_default_memory_pool()
+    memory_limit(pool.used_bytes() + 24 * 2 ** 20)  # room for X, not for 4096 × 2048 floats
+    with pytest.raises(nb.DeviceOutOfMemoryError, match="batch of 4096 rows") as info:
+        model.fit(X, y, epochs=1)
+    assert "lower batch_size (e.g. batch_size=1024)" in str(info.value)
+    assert_arrays_equal(model.get_weights(), before, "weights after the failed fit")
 
 
 class BigBatchesRunOutOfMemory(Layer):
     def forward(self, x):
         if x.shape[0] > 100:
-            raise FakeCudaOutOfMemory(CUPY_MESSAGE)
+            raise self.out_of_memory
         return x
 
     def backward(self, grad_y):
         return grad_y
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("call", ["predict", "forward", "evaluate"])
-def test_out_of_memory_in_prediction_names_the_rows(fake_gpu_backend, call):
-    model = nb.Sequential([nb.Dense(3, 2), BigBatchesRunOutOfMemory()],
-                          backend=fake_gpu_backend, seed=0)
+def test_out_of_memory_in_prediction_names_the_rows(gpu_like_backend, cupy_module, call):
+    layer = BigBatchesRunOutOfMemory()
+    layer.out_of_memory = out_of_memory(cupy_module)
+    model = nb.Sequential([nb.Dense(3, 2), layer], backend=gpu_like_backend, seed=0)
     model.forward(np.zeros((100, 3)))
     with pytest.raises(nb.DeviceOutOfMemoryError, match="batch of 500 rows") as info:
         if call == "evaluate":
@@ -331,14 +367,14 @@ def test_out_of_memory_in_prediction_names_the_rows(fake_gpu_backend, call):
         model.backward(np.zeros((100, 2)))  # the last forward that worked is not reused
 
 
-def test_command_line_reports_out_of_memory_on_one_line(monkeypatch, capsys):
+@pytest.mark.gpu
+def test_command_line_reports_out_of_memory_on_one_line(monkeypatch, capsys, cupy_module):
     from nnback import __main__ as cli, demo
 
-    def out_of_memory(*args, **kwargs):
-        raise CupyBackend(FAKE_CUPY).translate_error(FakeCudaOutOfMemory(CUPY_MESSAGE), 512,
-                                                     2 ** 30)
+    def fails(*args, **kwargs):
+        raise CupyBackend(cupy_module).translate_error(out_of_memory(cupy_module), 512, 2 ** 30)
 
-    monkeypatch.setattr(demo, "run", out_of_memory)
+    monkeypatch.setattr(demo, "run", fails)
     assert cli.main(["demo"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("python -m nnback demo: error: the GPU ran out of memory in a step "
