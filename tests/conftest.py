@@ -88,12 +88,26 @@ def pytest_configure(config):
         use_cupy_standin()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On the stand-in, a fused kernel needs a C++ compiler to run its CUDA text on the CPU:
+    where there is none, the test that reached a kernel is reported as skipped, saying so."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and type(call.excinfo.value).__name__ == "CompilerUnavailable":
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0,
+                           f"Skipped: the CuPy stand-in runs kernels with a C++ compiler, and "
+                           f"none was found: {call.excinfo.value}")
+
+
 def pytest_report_header(config):
     choice = getattr(config, "cupy_choice", None)
     if choice == "standin":
         cupy = sys.modules["cupy"]
         return (f"cupy: the cupy cases ran on the CuPy STAND-IN (NumPy on the CPU, CuPy "
-                f"{'/'.join(cupy.__standin_surface__)} surface), not on a GPU")
+                f"{'/'.join(cupy.__standin_surface__)} surface), not on a GPU; backend='auto' "
+                f"means {os.environ.get('NNBACK_BACKEND', 'auto')} here")
     if choice == "real":
         try:
             backend = nb.get_backend("cupy")

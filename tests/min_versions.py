@@ -4,7 +4,13 @@ versions are tested, not claimed (tests/test_min_versions.py runs nnback in it).
 - The floors come from pyproject.toml itself: every ``project.dependencies`` entry and those
   of the extras in EXTRAS, each with its lower bound (``>=``, ``~=`` or ``==``). Raising a floor
   there changes what is installed and tested; an entry without a lower bound is an error.
-- Each floor is pinned exactly (``numpy==1.24``) where that release has a wheel for the running
+- The environment is made from the lowest Python that requires-python accepts and that this
+  machine has, so that its floor is tested too: ``python3.X`` on PATH, then
+  ``$PYENV_ROOT/versions/3.X.*/bin/python3`` (PYENV_ROOT defaulting to ~/.pyenv), for X from
+  the floor up to below the running Python; the first that runs, is accepted and has ``venv``
+  and ``ensurepip`` wins. Where none does, the running interpreter is used: a fallback, which
+  the record (``python_choice``) and the tests' output say.
+- Each floor is pinned exactly (``numpy==1.24``) where that release has a wheel for that
   Python; otherwise to the lowest release of the floor's series (same major.minor, at or above
   the floor) that has one, and the environment records why. pip picks the rest (scipy, joblib,
   threadpoolctl, pytest's own dependencies) given those pins. ``--only-binary=:all:``
@@ -13,18 +19,19 @@ versions are tested, not claimed (tests/test_min_versions.py runs nnback in it).
   (Env.environ), so the cached environment never holds a stale copy and needs no rebuild when
   the code changes.
 - The environment is built once and cached in ``<cache>/py3XX-<hash>``, the hash being that
-  of the floors, the extra tools and the interpreter; it is built in a temporary folder next to
-  it and renamed into place when complete, so an interrupted or concurrent build never leaves a
-  half-built one behind. <cache> is $NNBACK_MIN_VERSIONS_CACHE, else
+  of the floors, the extra tools and the chosen interpreter; it is built in a temporary folder
+  next to it and renamed into place when complete, so an interrupted or concurrent build never
+  leaves a half-built one behind. <cache> is $NNBACK_MIN_VERSIONS_CACHE, else
   $XDG_CACHE_HOME/nnback-min-versions, else ~/.cache/nnback-min-versions.
-- Where no release of a floor's series has a wheel for this Python, FloorsUnavailable is raised
-  when an older Python that pyproject accepts has them (the floors are tested there; the message
-  names it); where none does, the floors cannot be installed where pyproject says they can, and
-  that is a RuntimeError, not a reason to skip.
+- Where no release of a floor's series has a wheel for the chosen Python (a fallback above the
+  floor), FloorsUnavailable is raised when an older Python that pyproject accepts has them (the
+  message names it: install it to test them); where none does, the floors cannot be installed
+  where pyproject says they can, and that is a RuntimeError, not a reason to skip.
 
 As a script: ``python tests/min_versions.py [--rebuild]`` builds (or finds) the environment
 and prints what it holds as JSON.
 """
+import functools
 import hashlib
 import json
 import os
@@ -50,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 EXTRAS = ("sklearn",)
 TOOLS = ("pytest",)  # not pinned: only what runs the smoke tests
-FORMAT = 1  # bump when the way an environment is built changes: a new key, a fresh build
+FORMAT = 2  # bump when the way an environment is built changes: a new key, a fresh build
 MARKER = "min-versions.json"  # written last: the environment is complete
 PIP_TIMEOUT = 900
 # Variables of the calling environment that would let other packages, or another copy of
@@ -61,7 +68,8 @@ DROPPED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTU
 
 
 class FloorsUnavailable(Exception):
-    """The floors have no wheels for this Python (an older one that pyproject accepts has)."""
+    """The floors have no wheels for the chosen Python (an older one that pyproject accepts
+    has), or pyproject does not accept it."""
 
 
 class Floor:
@@ -131,30 +139,110 @@ def python_floor(pyproject=PYPROJECT):
     return None
 
 
-def python_accepted(version=None, pyproject=PYPROJECT):
-    version = version or "{}.{}.{}".format(*sys.version_info[:3])
+def python_accepted(version, pyproject=PYPROJECT):
     return version in SpecifierSet(project_table(pyproject).get("requires-python", ""))
 
 
 def base_interpreter():
-    """The interpreter a venv is made from (the base one where this runs inside a venv)."""
+    """The running interpreter (the base one where this runs inside a venv)."""
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
-def key(found=None):
+# Asked of a candidate interpreter: what it is, and whether it can make a venv with pip
+PROBE = """\
+import importlib.util, json, os, sys
+print(json.dumps({
+    "executable": os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable),
+    "version": sys.version.split()[0], "full": sys.version,
+    "tag": sys.implementation.cache_tag,
+    "venv": all(importlib.util.find_spec(name) for name in ("venv", "ensurepip")),
+}))
+"""
+
+
+class Interpreter:
+    """The Python a floor environment is made from, as it describes itself: ``executable``
+    (the base one, resolved), ``version`` ("3.10.13"), ``full`` (its sys.version) and ``tag``
+    (its cache_tag, "cpython-310")."""
+
+    def __init__(self, executable, version, full, tag):
+        self.executable, self.version, self.full, self.tag = executable, version, full, tag
+
+    @property
+    def minor(self):
+        """(3, 10)"""
+        return tuple(int(part) for part in self.version.split(".")[:2])
+
+    @property
+    def is_floor(self):
+        return self.minor == python_floor()
+
+    @property
+    def choice(self):
+        """Whether it is requires-python's floor, or a fallback (and why)."""
+        floor = python_floor()
+        if floor is None:
+            return "requires-python states no floor"
+        if self.is_floor:
+            return "requires-python's floor"
+        return ("a fallback: requires-python's floor is {}.{}, found neither on PATH nor in "
+                "pyenv".format(*floor))
+
+    @classmethod
+    def probe(cls, command):
+        """The Interpreter ``command`` runs, or None where it does not run (a pyenv shim
+        for a version not selected) or cannot make a venv with pip."""
+        try:
+            result = subprocess.run([command, "-c", PROBE], capture_output=True, text=True,
+                                    env=clean_environ(), timeout=60)
+            found = json.loads(result.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return None
+        if result.returncode != 0 or not found.pop("venv"):
+            return None
+        return cls(**found)
+
+
+def candidates(minor):
+    """The commands that may run Python 3.``minor``: on PATH, then pyenv's (lowest first)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    installed = sorted(pyenv.glob(f"3.{minor}.*/bin/python3"),  # "3.10.9" before "3.10.13"
+                       key=lambda path: [int(n) for n in re.findall(r"\d+", path.parts[-3])])
+    on_path = shutil.which(f"python3.{minor}")
+    return ([on_path] if on_path else []) + [str(path) for path in installed]
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter():
+    """The Python to test the floors on (an Interpreter): the lowest that requires-python
+    accepts and this machine has, below the running one; else the running one."""
+    floor = python_floor()
+    for minor in range(floor[1], sys.version_info[1]) if floor else ():
+        for command in candidates(minor):
+            found = Interpreter.probe(command)
+            if found and found.minor == (3, minor) and python_accepted(found.version):
+                return found
+    running = Interpreter.probe(base_interpreter())
+    if running is None:
+        raise RuntimeError(f"{base_interpreter()} cannot make a venv with pip (no ensurepip?)")
+    return running
+
+
+def key(found=None, base=None):
     """The cache key: the floors, the tools, the build format and the interpreter."""
     found = floors() if found is None else found
+    base = base or interpreter()
     identity = {
         "format": FORMAT,
         "floors": sorted(f"{floor.name}{floor.extras}>={floor.version}"
                          for floor in found.values()),
         "tools": list(TOOLS),
-        "python": sys.version,
-        "implementation": sys.implementation.cache_tag,
-        "interpreter": base_interpreter(),
+        "python": base.full,
+        "implementation": base.tag,
+        "interpreter": base.executable,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{sys.implementation.cache_tag.replace('cpython-', 'py')}-{digest}"
+    return f"{base.tag.replace('cpython-', 'py')}-{digest}"
 
 
 def cache_dir():
@@ -206,7 +294,7 @@ class Env:
 
     def describe(self):
         pins = ", ".join(f"{name}=={version}" for name, version in self.pins.items())
-        return (f"Python {self.record['python']} with {pins} "
+        return (f"Python {self.record['python']} ({self.record['python_choice']}) with {pins} "
                 f"(floor environment {self.folder})")
 
 
@@ -221,10 +309,10 @@ def _tail(text, lines=25):
 
 
 def wheel_versions(python, name, python_version=None):
-    """The releases of ``name`` with a wheel that pip would install for ``python`` (or, with
-    ``python_version`` such as "3.10", for that Python on this platform), without
-    downloading any: pip lists them when asked for a version that cannot exist. An empty list
-    where the index has none or cannot be reached."""
+    """The releases of ``name`` with a wheel that pip would install for the venv interpreter
+    ``python`` (or, with ``python_version`` such as "3.10", for that Python on this platform),
+    without downloading any: pip lists them when asked for a version that cannot exist. An
+    empty list where the index has none or cannot be reached."""
     with tempfile.TemporaryDirectory() as scratch:
         args = ["download", "--no-deps", "--only-binary=:all:", "--dest", scratch,
                 f"{name}===0+nnback.probe.no.such.version"]
@@ -239,10 +327,11 @@ def wheel_versions(python, name, python_version=None):
     return [] if listed == "none" else [version.strip() for version in listed.split(",")]
 
 
-def choose_pins(python, found, log):
+def choose_pins(python, found, base, log):
     """{name: {"version", "requirement", "reason"}}: the exact floor where it has a wheel for
-    this Python, else the lowest release of its series that has one. Raises FloorsUnavailable
-    or RuntimeError (see the module docstring) where a series has none."""
+    the venv ``python`` (made from the Interpreter ``base``), else the lowest release of its
+    series that has one. Raises FloorsUnavailable or RuntimeError (see the module docstring)
+    where a series has none."""
     pins, missing = {}, []
     for floor in found.values():
         versions = wheel_versions(python, floor.name)
@@ -253,7 +342,7 @@ def choose_pins(python, found, log):
         elif series:
             version = series[0]
             reason = (f"{floor.name} {floor.version} has no wheel for Python "
-                      f"{sys.version.split()[0]}; {version} is the lowest release of "
+                      f"{base.version}; {version} is the lowest release of "
                       f"{floor.series} that has one")
         else:
             missing.append(floor)
@@ -262,14 +351,14 @@ def choose_pins(python, found, log):
         pins[floor.name] = {"version": version, "floor": floor.version, "reason": reason,
                             "requirement": f"{floor.name}{floor.extras}=={version}"}
     if missing:
-        _no_wheels(python, missing)
+        _no_wheels(python, missing, base)
     return pins
 
 
-def _no_wheels(python, missing):
-    here = "{}.{}".format(*sys.version_info[:2])
+def _no_wheels(python, missing, base):
+    here = "{}.{}".format(*base.minor)
     lowest = max(python_floor() or (3, 8), (3, 8))
-    older = [f"3.{minor}" for minor in range(lowest[1], sys.version_info[1])]
+    older = [f"3.{minor}" for minor in range(lowest[1], base.minor[1])]
     where = {}
     for floor in missing:
         where[floor] = [version for version in older
@@ -283,7 +372,8 @@ def _no_wheels(python, missing):
         raise FloorsUnavailable(
             f"the minimum versions cannot be installed on Python {here}: no wheel of {names} "
             f"for it. They are tested on an older Python that pyproject.toml accepts"
-            f"{' (' + ', '.join(usable) + ')' if usable else ''}: {pythons}")
+            f"{' (' + ', '.join(usable) + ')' if usable else ''}: {pythons}. Install one "
+            f"(python3.X on PATH or in pyenv) to test them here")
     raise RuntimeError(
         f"no wheel of {names} for Python {here}, nor for any older Python that "
         f"pyproject.toml's requires-python accepts ({', '.join(older) or 'none'}): these floors "
@@ -291,29 +381,31 @@ def _no_wheels(python, missing):
         "reached)")
 
 
-def _build(folder, found, log):
+def _build(folder, found, base, log):
     started = time.perf_counter()
-    made = subprocess.run([base_interpreter(), "-m", "venv", str(folder)],
+    made = subprocess.run([base.executable, "-m", "venv", str(folder)],
                           capture_output=True, text=True, env=clean_environ())
     if made.returncode != 0:
         raise RuntimeError(f"python -m venv failed (does this Python have ensurepip?):\n"
                            f"{_tail(made.stdout + made.stderr)}")
     python = venv_python(folder)
-    pins = choose_pins(python, found, log)
+    pins = choose_pins(python, found, base, log)
     requirements = [pin["requirement"] for pin in pins.values()] + list(TOOLS)
     log(f"min-versions: pip install --only-binary=:all: {' '.join(requirements)}")
     result = _pip(python, ["install", "--only-binary=:all:", *requirements])
     if result.returncode != 0:
         raise RuntimeError(
-            f"the floors do not install together on Python {sys.version.split()[0]} "
+            f"the floors do not install together on Python {base.version} "
             f"(pip install --only-binary=:all: {' '.join(requirements)}):\n"
             f"{_tail(result.stdout + result.stderr)}")
     listed = _pip(python, ["list", "--format=json"])
     installed = {canonicalize_name(item["name"]): item["version"]
                  for item in json.loads(listed.stdout)}
     record = {
-        "python": sys.version.split()[0],
-        "interpreter": base_interpreter(),
+        "python": base.version,
+        "python_is_floor": base.is_floor,
+        "python_choice": base.choice,
+        "interpreter": base.executable,
         "floors": {floor.name: floor.source for floor in found.values()},
         "pins": pins,
         "installed": installed,
@@ -327,12 +419,13 @@ def _build(folder, found, log):
 def ensure_env(rebuild=False, log=None):
     """The floor environment (an Env), built first where the cache has none."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    if not python_accepted():
+    base = interpreter()
+    if not python_accepted(base.version):
         raise FloorsUnavailable(f"pyproject.toml's requires-python does not accept Python "
-                                f"{sys.version.split()[0]}")
+                                f"{base.version} ({base.choice})")
     found = floors()
     cache = cache_dir()
-    target = cache / key(found)
+    target = cache / key(found, base)
     complete = (target / MARKER).is_file() and venv_python(target).exists()
     if complete and not rebuild:
         return Env(target)
@@ -341,10 +434,10 @@ def ensure_env(rebuild=False, log=None):
         aside = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=cache))
         os.replace(target, aside / "env")
         shutil.rmtree(aside, ignore_errors=True)
-    log(f"min-versions: building {target}")
+    log(f"min-versions: building {target} with Python {base.version} ({base.choice})")
     building = Path(tempfile.mkdtemp(prefix=f".build-{target.name}-", dir=cache))
     try:
-        _build(building, found, log)
+        _build(building, found, base, log)
         os.chmod(building, 0o755)  # mkdtemp made it private
         try:
             os.rename(building, target)

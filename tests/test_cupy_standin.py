@@ -592,11 +592,21 @@ def test_reusing_a_pinned_block_with_a_pending_copy_raises(cp):
     assert device.get().tolist() == values.tolist()  # the data is right all along
 
 
-def test_no_pinned_hazard_when_waited_for_or_synchronous(cp):
+def test_a_pending_copy_on_the_null_stream_is_a_hazard_too(cp):
+    """From pinned memory the copy is asynchronous on the null stream as well (nnback's
+    first cupy backend staged its transfers that way)."""
     values = numpy.arange(8, dtype=numpy.float32)
-    _staged_set(cp, values)  # the null stream copies synchronously
+    device = _staged_set(cp, values)
     gc.collect()
+    with pytest.raises(cp.standin.PinnedReuseError):
+        cp.cuda.alloc_pinned_memory(4096)
+    cp.cuda.get_current_stream().synchronize()
     cp.cuda.alloc_pinned_memory(4096)
+    assert device.get().tolist() == values.tolist()
+
+
+def test_no_pinned_hazard_when_waited_for(cp):
+    values = numpy.arange(8, dtype=numpy.float32)
     stream = cp.cuda.Stream()
     with stream:
         pinned = cp.cuda.alloc_pinned_memory(8192)

@@ -5,6 +5,9 @@ with warnings as errors.
   earlier one defined), in a fresh temporary folder (files a page saves land there).
 - A block preceded by ``<!-- skip: reason -->`` (the last non-blank line before its opening
   fence) is not run; the reason is required (e.g. ``<!-- skip: needs a GPU -->``).
+- A block preceded by ``<!-- cupy: reason -->`` needs the cupy backend: it runs where that
+  works (a GPU, or the CuPy stand-in the test suite puts in place of CuPy) and is skipped
+  elsewhere.
 - Pages are found by globbing docs/**/*.md, so a new page is tested without listing it here.
 - A failing block is reported as ``docs/page.md:LINE``, with the traceback pointing at the
   page's own lines.
@@ -21,15 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 RUNNABLE = {"python", "py"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
-SKIP = re.compile(r"^\s*<!--\s*skip\b\s*(?::(?P<reason>.*?))?-->\s*$")
+SKIP = re.compile(r"^\s*<!--\s*(?P<kind>skip|cupy)\b\s*(?::(?P<reason>.*?))?-->\s*$")
 
 
 class CodeBlock:
     """A fenced code block: ``language``, ``source``, the 1-based ``line`` of its first code
-    line, and ``skip`` (the marker's reason, or None)."""
+    line, ``skip`` (the skip marker's reason, or None) and ``needs_cupy`` (a cupy marker)."""
 
-    def __init__(self, language, source, line, skip):
+    def __init__(self, language, source, line, skip, needs_cupy=False):
         self.language, self.source, self.line, self.skip = language, source, line, skip
+        self.needs_cupy = needs_cupy
 
     def __repr__(self):
         return f"CodeBlock({self.language!r}, line={self.line}, skip={self.skip!r})"
@@ -48,7 +52,7 @@ def code_blocks(text, where="page"):
             continue
         indent, fence = opening["indent"], opening["fence"]
         language = opening["info"].strip().split(" ")[0].lower() if opening["info"] else ""
-        skip = _skip_reason(lines, position, where)
+        kind, skip = _marker(lines, position, where)
         body = []
         end = position + 1
         while end < len(lines) and not _closes(lines[end], fence):
@@ -57,7 +61,8 @@ def code_blocks(text, where="page"):
             end += 1
         if end == len(lines):
             raise ValueError(f"{where}:{position + 1}: the {fence} fence is never closed")
-        blocks.append(CodeBlock(language, "\n".join(body) + "\n", position + 2, skip))
+        blocks.append(CodeBlock(language, "\n".join(body) + "\n", position + 2,
+                                skip if kind == "skip" else None, needs_cupy=kind == "cupy"))
         position = end + 1
     return blocks
 
@@ -67,27 +72,37 @@ def _closes(line, fence):
     return stripped.startswith(fence[0] * len(fence)) and stripped.strip(fence[0]) == ""
 
 
-def _skip_reason(lines, fence_index, where):
+def _marker(lines, fence_index, where):
+    """(kind, reason) of the marker before the fence at ``fence_index``: ("skip" or "cupy",
+    its reason), or (None, None) without one."""
     previous = fence_index - 1
     while previous >= 0 and not lines[previous].strip():
         previous -= 1
     marker = SKIP.match(lines[previous]) if previous >= 0 else None
     if marker is None:
-        return None
+        return None, None
     reason = (marker["reason"] or "").strip()
     if not reason:
-        raise ValueError(f"{where}:{previous + 1}: a skip marker needs a reason, "
+        raise ValueError(f"{where}:{previous + 1}: a {marker['kind']} marker needs a reason, "
                          "e.g. <!-- skip: needs a GPU -->")
-    return reason
+    return marker["kind"], reason
 
 
 def run_blocks(blocks, filename, namespace=None):
     """Run the runnable, unskipped ``blocks`` in order in one namespace (returned). Line
     numbers in a traceback are the page's: each block is compiled padded to its line."""
     namespace = {"__name__": "__docs__"} if namespace is None else namespace
+    cupy_works = None
     for block in blocks:
         if block.language not in RUNNABLE or block.skip is not None:
             continue
+        if block.needs_cupy:
+            if cupy_works is None:
+                import nnback
+
+                cupy_works = nnback.available_backends()["cupy"] is None
+            if not cupy_works:
+                continue
         code = compile("\n" * (block.line - 1) + block.source, str(filename), "exec")
         try:
             exec(code, namespace)
@@ -173,6 +188,19 @@ def test_failing_block_is_reported_with_its_page_line():
 def test_skip_marker_without_reason_is_rejected():
     with pytest.raises(ValueError, match="page.md:1: a skip marker needs a reason"):
         code_blocks("<!-- skip -->\n```python\npass\n```\n", where="page.md")
+    with pytest.raises(ValueError, match="page.md:1: a cupy marker needs a reason"):
+        code_blocks("<!-- cupy -->\n```python\npass\n```\n", where="page.md")
+
+
+def test_cupy_blocks_run_where_the_cupy_backend_works(monkeypatch):
+    import nnback
+
+    page = "```python\nran = []\n```\n<!-- cupy: needs a GPU -->\n```python\nran.append(1)\n```\n"
+    blocks = code_blocks(page)
+    assert [block.needs_cupy for block in blocks] == [False, True]
+    for reason, expected in ((None, [1]), ("no GPU here", [])):
+        monkeypatch.setattr(nnback, "available_backends", lambda: {"cupy": reason})
+        assert run_blocks(blocks, "page.md")["ran"] == expected
 
 
 def test_unclosed_fence_is_rejected():

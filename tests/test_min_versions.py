@@ -1,9 +1,11 @@
 """The minimum versions in pyproject.toml are tested, not claimed: nnback, from this working
 tree, runs the README's quick start, a NumPy smoke subset of the test suite and the
-scikit-learn estimators in a virtual environment holding exactly those floors
-(tests/min_versions.py builds it once and caches it; a first build takes seconds to a minute).
+scikit-learn estimators in a virtual environment holding exactly those floors, made from the
+lowest Python that requires-python accepts and this machine has (else the running one: a
+fallback, which the output says). tests/min_versions.py builds it once and caches it; a first
+build takes seconds to a minute.
 
-Skipped only where no release of a floor's series has a wheel for this Python and an older
+Skipped only where no release of a floor's series has a wheel for that Python and an older
 Python that pyproject accepts has them (the message names it); `-rA` or `-s` shows the
 versions each run used.
 """
@@ -135,9 +137,10 @@ def test_the_environment_holds_exactly_the_floors(env):
                          ["-c", VERSIONS, json.dumps(sorted(pins)), json.dumps(modules)],
                          timeout=120)
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"minimum versions tested: Python {seen['python']}, "
+    record, base = env.record, min_versions.interpreter()
+    print(f"minimum versions tested: Python {seen['python']} ({record['python_choice']}), "
           + ", ".join(f"{name} {version}" for name, version in seen["distributions"].items()))
-    for name, pin in env.record["pins"].items():
+    for name, pin in record["pins"].items():
         floor = min_versions.Floor(name, "", pin["floor"], "")
         assert seen["distributions"][name] == pin["version"], (name, seen, pin)
         if name in modules:
@@ -148,6 +151,9 @@ def test_the_environment_holds_exactly_the_floors(env):
         if Version(pin["version"]) != Version(pin["floor"]):
             print(f"note: {pin['reason']}")
     assert Path(seen["nnback"]).resolve().is_relative_to(ROOT), seen["nnback"]
+    # made from the chosen interpreter: requires-python's floor where this machine has it
+    assert seen["python"] == record["python"] == base.version, (seen["python"], record)
+    assert record["python_is_floor"] == base.is_floor, record
 
 
 def test_readme_quick_start_runs_on_the_floors(env, tmp_path):

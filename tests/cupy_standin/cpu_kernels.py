@@ -238,20 +238,10 @@ def _param_info(s, is_const):
     return tuple(ParameterInfo(part, is_const) for part in s.strip().split(","))
 
 
-def _decide_params_type(in_params, out_params, in_dtypes, out_dtypes):
-    """CuPy's _decide_params_type_core: (in_types, out_types, typedef pairs)."""
-    type_dict = {}
-    for p, a in zip(out_params, out_dtypes):
-        if p.dtype is not None:
-            if a != p.dtype:
-                raise TypeError("Type is mismatched. %s %s %s" % (p.name, a, p.dtype))
-        elif p.ctype in type_dict:
-            t = type_dict[p.ctype]
-            if t != a:
-                raise TypeError("Type is mismatched. %s %s %s %s" % (p.name, a, t, p.ctype))
-        else:
-            type_dict[p.ctype] = a
-    for p, a in zip(in_params, in_dtypes):
+def _bind_types(type_dict, params, dtypes):
+    """Check each array's dtype against its parameter's type, binding type placeholders in
+    ``type_dict`` on first sight (a None dtype: a scalar, bound later)."""
+    for p, a in zip(params, dtypes):
         if a is None:
             continue
         if p.dtype is not None:
@@ -263,6 +253,13 @@ def _decide_params_type(in_params, out_params, in_dtypes, out_dtypes):
                 raise TypeError("Type is mismatched. %s %s %s %s" % (p.name, a, t, p.ctype))
         else:
             type_dict[p.ctype] = a
+
+
+def _decide_params_type(in_params, out_params, in_dtypes, out_dtypes):
+    """CuPy's _decide_params_type_core: (in_types, out_types, typedef pairs)."""
+    type_dict = {}
+    _bind_types(type_dict, out_params, out_dtypes)  # outputs fix placeholders first
+    _bind_types(type_dict, in_params, in_dtypes)
 
     def resolve(p):
         if p.dtype is not None:

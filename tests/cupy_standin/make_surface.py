@@ -30,6 +30,7 @@ import inspect
 import json
 import math
 import os
+import pkgutil
 import re
 import sys
 
@@ -343,21 +344,6 @@ def describe_class(cls, dotted):
     return entry
 
 
-def _resolve(dotted):
-    import importlib
-
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for part in parts[cut:]:
-            obj = getattr(obj, part)
-        return obj
-    raise ImportError(dotted)
-
-
 def behaviours(cupy):
     """Observed behaviours the stand-in copies."""
     oom = cupy.cuda.memory.OutOfMemoryError
@@ -392,9 +378,9 @@ def make_surface():
         "behaviours": behaviours(cupy),
     }
     for dotted in NAMESPACES:
-        surface["namespaces"][dotted] = describe_namespace(_resolve(dotted), cupy)
+        surface["namespaces"][dotted] = describe_namespace(pkgutil.resolve_name(dotted), cupy)
     for dotted in CLASSES:
-        surface["classes"][dotted] = describe_class(_resolve(dotted), dotted)
+        surface["classes"][dotted] = describe_class(pkgutil.resolve_name(dotted), dotted)
     return surface
 
 

@@ -337,13 +337,15 @@ class ndarray:
             result = numpy.array(data, order=order, copy=True)
         stream = _stream.get_current_stream() if stream is None else stream
         _device_to_host(stream, blocking)
-        if not blocking and stream.ptr != 0 and out is not None:
+        if not blocking and out is not None:
             _pinned._record_async_copy(out, stream, "device-to-host copy (ndarray.get)")
         return result
 
     def set(self, arr, stream=None):
-        """Copy the host array ``arr`` in (one host-to-device transfer). On a non-null
-        stream the copy is asynchronous; from pinned memory it stays pending there."""
+        """Copy the host array ``arr`` in (one host-to-device transfer) on the current (or
+        given) stream. From pinned memory the copy is asynchronous on every stream, the null
+        stream included (cudaMemcpyAsync from page-locked memory returns before the DMA), so
+        it stays pending there until the stream is synchronised."""
         if not isinstance(arr, _ndarray):
             raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
         data = self._sd_a
@@ -361,7 +363,7 @@ class ndarray:
         numpy.copyto(data, arr)
         _stats.add("host_to_device")
         stream = _stream.get_current_stream() if stream is None else stream
-        if stream.ptr != 0 and not staged:
+        if not staged:
             _pinned._record_async_copy(arr, stream, "host-to-device copy (ndarray.set)")
 
     def item(self):

@@ -12,6 +12,7 @@ signatures. Private attributes (one leading underscore) are the stand-in's own.
 """
 import functools
 import importlib
+import pkgutil
 import sys
 import types
 
@@ -83,20 +84,11 @@ def checked(qualname, function, checker, call_name=None):
 
 
 def _resolve(dotted):
-    """The object at a dotted path such as ``numpy.exceptions.AxisError``."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for part in parts[cut:]:
-                obj = getattr(obj, part)
-        except AttributeError:
-            return None
-        return obj
-    return None
+    """The object at a dotted path such as ``numpy.exceptions.AxisError``, or None."""
+    try:
+        return pkgutil.resolve_name(dotted)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def recorded_constant(entry):

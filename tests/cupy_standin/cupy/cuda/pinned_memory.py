@@ -6,9 +6,10 @@ size, as in CuPy). The block is ordinary host memory, exported through the buffe
 so ``numpy.frombuffer(pointer, dtype, count)`` works as on CuPy; it goes back to the pool
 when the pointer and every array made from it are gone.
 
-An asynchronous copy from or to pinned memory (``ndarray.set`` / ``ndarray.get`` on a
-non-null stream) is recorded on the block as pending until that stream is known to have
-passed it (see stream.py). Handing the block out again while a copy is pending raises
+An asynchronous copy from or to pinned memory (``ndarray.set``, or ``ndarray.get`` with
+``blocking=False``, on any stream: from page-locked memory cudaMemcpyAsync returns before
+the DMA even on the null stream) is recorded on the block as pending until that stream is
+known to have passed it (see stream.py). Handing the block out again while a copy is pending raises
 ``cupy.standin.PinnedReuseError``: on a GPU the new owner would race with the copy.
 """
 import collections as _collections
