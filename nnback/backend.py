@@ -140,6 +140,13 @@ class Backend:
         model's own arrays, so changing it changes nothing in the model."""
         return numpy.asarray(array_api_compat.to_device(array, "cpu")).copy()
 
+    def scalars_to_host(self, *scalars):
+        """0-d arrays of this backend as Python floats, brought over in one device -> host
+        transfer (a bool counts as 0.0 or 1.0)."""
+        dtype = scalars[0].dtype
+        stacked = self.xp.stack([self.astype(scalar, dtype) for scalar in scalars])
+        return tuple(float(value) for value in self.to_numpy(stacked))
+
     def synchronize(self):
         """Wait until queued device work is done (a no-op on the CPU)."""
 

@@ -63,6 +63,9 @@ class NumpyBackend(Backend):
     def to_numpy(self, array):
         return numpy.array(array, copy=True)
 
+    def scalars_to_host(self, *scalars):
+        return tuple(float(scalar) for scalar in scalars)  # already on the host
+
     def device_name(self):
         return _cpu_name()
 

@@ -312,9 +312,8 @@ class Sequential:
     def _epoch_result(self, total, n_samples):
         """(mean loss of the epoch, whether the weights are finite) from the epoch's summed
         loss ``total`` (a 0-d backend array): both cross to the host in one transfer."""
-        finite = self.backend.astype(self._finite_on_device(), self.dtype)
-        total, finite = self.backend.to_numpy(self.xp.stack([total, finite]))
-        return float(total) / n_samples, bool(finite)
+        total, finite = self.backend.scalars_to_host(total, self._finite_on_device())
+        return total / n_samples, bool(finite)
 
     def _memory_estimate(self, batch_size, training=True):
         """Rough bytes a step on ``batch_size`` rows needs on the device: the parameters
