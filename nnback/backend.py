@@ -89,6 +89,13 @@ class Backend:
     def __repr__(self):
         return f"<nnback Backend {self.name!r} on {self.device_name()}>"
 
+    def __reduce__(self):
+        """Pickled (and copied) by name: what unpickles is the backend of that name where
+        it is unpickled, so a model travels between processes with its arrays."""
+        if self.name in VALID_BACKENDS:
+            return get_backend, (self.name, self.allow_tf32)
+        return backend_over, (self.module.__name__,)
+
     def device_name(self):
         """A human-readable name of the device the arrays live on."""
         return str(self.device) if self.device is not None else "cpu"
@@ -495,6 +502,13 @@ def backend_of(array):
 
 
 _generic = {}
+
+
+def backend_over(module_name):
+    """A generic Backend over the array module called ``module_name`` (e.g. "torch")."""
+    import importlib
+
+    return Backend(importlib.import_module(module_name))
 
 
 def compat_namespace(xp):

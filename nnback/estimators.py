@@ -14,8 +14,11 @@ GPU unpickles on a machine without one (see ``docs/estimators.md``).
 
 Needs scikit-learn (``pip install 'nnback[sklearn]'``).
 """
+import functools
 import numbers
+import threading
 import warnings
+import weakref
 
 import numpy
 
@@ -49,9 +52,11 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from . import threads
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import MLP, _deferred_interrupt, _finite
 from .optim import SGD, Adam, Optimizer
+from .threads import ModelGuard
 from .validation import (check_choice, check_fraction, check_positive_int,
                          check_positive_number)
 
@@ -190,6 +195,25 @@ def _dispatch_output(result, X):
 
     xp, _, device = get_namespace_and_device(X)
     return xp.asarray(result, device=device)
+
+
+# -- threads --------------------------------------------------------------------------------------
+# Each estimator's ModelGuard (nnback.threads), kept beside it rather than in it, so that it
+# is neither cloned, pickled nor compared by scikit-learn.
+_GUARDS = weakref.WeakKeyDictionary()
+_GUARDS_LOCK = threading.Lock()
+
+
+def _guard_of(estimator):
+    with _GUARDS_LOCK:
+        guard = _GUARDS.get(estimator)
+        if guard is None:
+            guard = _GUARDS[estimator] = ModelGuard()
+        return guard
+
+
+_training = functools.partial(threads.training, guard_of=_guard_of)
+_predicting = functools.partial(threads.predicting, guard_of=_guard_of)
 
 
 # -- the shared estimator -----------------------------------------------------------------------
@@ -426,6 +450,7 @@ class _BaseMLP(BaseEstimator):
         return y
 
     # -- fitting ----------------------------------------------------------------------------
+    @_training("fit")
     def fit(self, X, y):
         """Fit the network to X (n_samples, n_features) and y (class labels for the
         classifier, numbers for the regressor; 2-D for multilabel / multi-output).
@@ -595,7 +620,7 @@ class _BaseMLP(BaseEstimator):
     def _update_no_improvement_count(self, model, validation_set, best):
         if validation_set is not None:
             val_x, val_y = validation_set
-            output = model.backend.to_numpy(model._forward(val_x))
+            output = model.backend.to_numpy(model.forward(val_x, training=False))
             score = self._score_output(output, val_y) if numpy.all(numpy.isfinite(output)) \
                 else numpy.nan
             self.validation_scores_.append(score)
@@ -676,13 +701,14 @@ class _BaseMLP(BaseEstimator):
         set_parameters(result.x)
 
     # -- prediction -------------------------------------------------------------------------
+    @_predicting("predict")
     def _forward_output(self, X):
-        """The network's output for X as host NumPy (n_samples, n_outputs)."""
+        """The network's output for X as host NumPy (n_samples, n_outputs); from any
+        number of threads at once, refused while another thread fits this estimator."""
         check_is_fitted(self)
         model = self._model_on(self._predict_backend())
         x, _ = self._validate_X(X, model.backend, numpy.dtype(model.dtype), reset=False)
-        with model._device_errors(x.shape[0], training=False):
-            return model.backend.to_numpy(model._forward(x))
+        return model.backend.to_numpy(model.forward(x, training=False))
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_")
@@ -740,6 +766,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                               self._labels(output))
 
     @available_if(lambda estimator: estimator._check_solver())
+    @_training("partial_fit")
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y). classes: every class label that will ever appear (needed
         on the first call; y need not contain them all). Returns self."""
@@ -805,6 +832,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(y, output)
 
     @available_if(lambda estimator: estimator._check_solver())
+    @_training("partial_fit")
     def partial_fit(self, X, y):
         """One epoch over (X, y). Returns self."""
         return self._fit(X, y, incremental=True)

@@ -10,6 +10,11 @@ Results are written into the layer's own buffers (``self.buffer``), reused by th
 call with the same shape: an array a layer returns is valid until that layer runs again.
 A layer never writes into the arrays it is given. Models copy what they hand to users.
 
+``infer(x, buffer)`` is the forward pass that saves nothing: it writes into the buffers
+``buffer`` hands out (a model gives each thread its own), so any number of threads may
+predict through one layer at once. ``forward`` is ``infer`` into the layer's own buffers
+plus what ``backward`` needs.
+
 Shapes: x: (n_samples, n_in), y: (n_samples, n_out); activations keep the shape.
 """
 import math
@@ -37,6 +42,23 @@ class Layer:
         # self.buffer(name, shape): this layer's reusable array called ``name``, to pass as
         # out= (None where the backend has no out=); a bound method, as it runs per call
         self.buffer = backend.buffers(dtype).get
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a weak reference to its model: a copy has none yet
+        state.pop("xp", None)  # a module: found again from the backend
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "backend" in state:
+            self.xp = self.backend.xp
+
+    def infer(self, x, buffer):
+        """The output for x, saving nothing for backward; ``buffer(name, shape)`` hands out
+        the arrays to write into. A layer that does not override it (a custom one) runs
+        its forward, and the model then lets one thread at a time predict."""
+        return self.forward(x)
 
     def parameters(self):
         """The parameter arrays, in get_weights order."""
@@ -117,7 +139,10 @@ class Dense(Layer):
 
     def forward(self, x):
         self.x = x
-        out = self.buffer("y", (x.shape[0], self.n_out))
+        return self.infer(x, self.buffer)
+
+    def infer(self, x, buffer):
+        out = buffer("y", (x.shape[0], self.n_out))
         if self.fused_activation is None:
             return self.backend.affine(x, self.W, self.b, out=out)
         return self.backend.affine_activation(x, self.W, self.b, self.fused_activation, out=out)
@@ -161,9 +186,11 @@ class Sigmoid(Layer):
     """y = 1 / (1 + e^-x), computed without overflow for any x."""
 
     def forward(self, x):
-        self.y = x if self.applied_by_dense else self.backend.sigmoid(
-            x, out=self.buffer("y", x.shape))
+        self.y = self.infer(x, self.buffer)
         return self.y
+
+    def infer(self, x, buffer):
+        return x if self.applied_by_dense else self.backend.sigmoid(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
         # dy/dx = y (1 - y), from the saved output
@@ -175,9 +202,11 @@ class Tanh(Layer):
     """y = tanh(x)."""
 
     def forward(self, x):
-        self.y = x if self.applied_by_dense else self.backend.tanh(
-            x, out=self.buffer("y", x.shape))
+        self.y = self.infer(x, self.buffer)
         return self.y
+
+    def infer(self, x, buffer):
+        return x if self.applied_by_dense else self.backend.tanh(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
         # dy/dx = 1 - y²
@@ -189,9 +218,11 @@ class ReLU(Layer):
     """y = max(x, 0)."""
 
     def forward(self, x):
-        self.y = x if self.applied_by_dense else self.backend.relu(
-            x, out=self.buffer("y", x.shape))
+        self.y = self.infer(x, self.buffer)
         return self.y
+
+    def infer(self, x, buffer):
+        return x if self.applied_by_dense else self.backend.relu(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
         # dy/dx = 1 where x > 0 (equivalently y > 0), else 0
@@ -215,6 +246,9 @@ class LeakyReLU(Layer):
         self.y = self.xp.where(self.positive, x, self.negative_slope * x)
         return self.y
 
+    def infer(self, x, buffer):
+        return self.xp.where(x > 0, x, self.negative_slope * x)
+
     def backward(self, grad_y):
         return self.xp.where(self.positive, grad_y, self.negative_slope * grad_y)
 
@@ -228,8 +262,11 @@ class Softmax(Layer):
 
     def forward(self, x):
         self.x = x  # the logits: SoftmaxCrossEntropy reads them when fused with this layer
-        self.y = self.backend.softmax(x, out=self.buffer("y", x.shape))
+        self.y = self.infer(x, self.buffer)
         return self.y
+
+    def infer(self, x, buffer):
+        return self.backend.softmax(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
         # Jacobian-vector product: dx = y ⊙ (grad_y − Σ_k grad_y_k y_k)
@@ -241,6 +278,9 @@ class Identity(Layer):
     """y = x (a linear output)."""
 
     def forward(self, x):
+        return x
+
+    def infer(self, x, buffer):
         return x
 
     def backward(self, grad_y):

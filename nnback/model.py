@@ -4,6 +4,7 @@ A model is a list of layers bound to one Backend and one dtype. Data crosses bet
 and device only at the edges: inputs once per call (once per fit), predictions and the
 per-epoch loss on the way out.
 """
+import functools
 import math
 import signal
 import threading
@@ -16,6 +17,8 @@ from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_laye
 from .losses import get_loss
 from .optim import Optimizer, get_optimizer, views_of
 from . import validation
+from . import threads
+from .threads import ModelGuard
 from .validation import ShapeError, check_bool, check_positive_int, check_seed
 
 
@@ -58,6 +61,14 @@ class History:
         return f"<History: {len(self)} epochs{last}>"
 
 
+def _guard_of(model):
+    return model._guard
+
+
+_training = functools.partial(threads.training, guard_of=_guard_of)
+_predicting = functools.partial(threads.predicting, guard_of=_guard_of)
+
+
 class Sequential:
     """Layers applied in order.
 
@@ -67,6 +78,11 @@ class Sequential:
     same weights on every backend. Dense layers with init="auto" get He initialisation before
     a ReLU/LeakyReLU and Glorot otherwise. allow_tf32: let float32 matrix products use TF32
     tensor cores on cupy (faster, less exact; see get_backend); not saved with the model.
+
+    Threads: any number may predict at once (predict, evaluate, forward(training=False));
+    one at a time trains (fit, train_step) or drives forward/backward by hand, and
+    predictions wait for no one but are refused while another thread trains (see
+    nnback.threads and docs/threads.md).
     """
 
     _parallel = None  # a nnback.distributed.DataParallel while a distributed fit trains
@@ -120,6 +136,32 @@ class Sequential:
             layer._owner = weakref.ref(self)
         self._mark_fused_pairs()
         self._pack(gradients=False)  # parameters in one flat array from the start: _trainable
+        self._start_threading()
+
+    def _start_threading(self):
+        """The guard that keeps threads apart and each thread's prediction buffers (made
+        anew, not copied, when a model is copied or unpickled)."""
+        self._guard = ModelGuard()
+        self._per_thread = threading.local()
+        # a layer without its own infer (a custom one) keeps state in its forward: then
+        # predictions take turns
+        self._serial_predictions = threading.Lock() if any(
+            type(layer).infer is Layer.infer for layer in self.layers) else None
+
+    def __getstate__(self):
+        """A copy or pickle holds the layers, arrays and backend (by name); not the guard,
+        the threads' buffers or the module ``xp``, which are made anew."""
+        state = dict(self.__dict__)
+        for name in ("_guard", "_per_thread", "_serial_predictions", "xp"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.xp = self.backend.xp
+        for layer in self.layers:
+            layer._owner = weakref.ref(self)
+        self._start_threading()
 
     def _mark_fused_pairs(self):
         """Let each Dense layer apply the activation right after it where the backend fuses
@@ -170,27 +212,58 @@ class Sequential:
                            for layer in self.layers]}
 
     # -- forward and backward ---------------------------------------------------------------
-    def forward(self, X):
+    def forward(self, X, training=True):
         """Output of the network for X: (n_samples, n_features) -> (n_samples, n_outputs), a
         backend array of its own (a copy: the next forward pass does not change it). A 1-D X
         of n_features values is one sample and gives (n_outputs,). A backend array is used
         where it is (its shape and dtype are checked; its values are not, to avoid a device
-        sync)."""
+        sync).
+
+        training=True keeps what ``backward`` needs (forward/backward by hand take turns
+        between threads); training=False only predicts, as ``predict`` does, from any
+        number of threads at once."""
         x, single = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype,
                                              check_values=False)
-        self._last_forward = None  # a forward that fails half-way leaves nothing to backward
-        with self._device_errors(x.shape[0], training=False):
-            out = self.backend.copy(self._forward(x))  # the layers reuse their output buffers
-        self._last_forward = (tuple(out.shape), single)
+        out = self._forward_by_hand(x, single) if training else self._predict_on_device(x)
         return out[0, ...] if single else out
 
     __call__ = forward
 
+    @_training("forward")
+    def _forward_by_hand(self, x, single):
+        self._last_forward = None  # a forward that fails half-way leaves nothing to backward
+        with self._device_errors(x.shape[0], training=False):
+            out = self.backend.copy(self._forward(x))  # the layers reuse their output buffers
+        self._last_forward = (tuple(out.shape), single)
+        return out
+
+    @_predicting("forward(training=False)")
+    def _predict_on_device(self, x):
+        with self._device_errors(x.shape[0], training=False):
+            return self.backend.copy(self._infer(x))
+
     def _forward(self, x):
+        """The training forward pass: each layer keeps what its backward needs."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
+    def _infer(self, x, stop=None):
+        """Output of layers[:stop] for a prepared backend array x, saving nothing: each
+        layer writes into this thread's own buffers, so threads predict at once. The
+        result is valid until this thread's next prediction."""
+        try:
+            buffers = self._per_thread.buffers
+        except AttributeError:
+            buffers = self._per_thread.buffers = [self.backend.buffers(self.dtype).get
+                                                  for _ in self.layers]
+        serial = self._serial_predictions
+        with serial if serial is not None else nullcontext():
+            for layer, buffer in zip(self.layers[:stop], buffers):
+                x = layer.infer(x, buffer)
+            return x
+
+    @_training("backward")
     def backward(self, grad_out):
         """Backpropagate dLoss/doutput (a backend array of the shape forward returned)
         through every layer; fills each layer's gradients and returns dLoss/dX (the shape of
@@ -340,16 +413,17 @@ class Sequential:
             raise error from exc
 
     # -- prediction -------------------------------------------------------------------------
+    @_predicting("predict")
     def predict(self, X):
         """Host NumPy predictions: X (n_samples, n_features) -> (n_samples, n_outputs); a
-        single 1-D sample (n_features,) -> (n_outputs,)."""
+        single 1-D sample (n_features,) -> (n_outputs,). Safe from any number of threads."""
         x, single = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
-        self._last_forward = None  # the layers' saved inputs are about to be replaced
         with self._device_errors(x.shape[0], training=False):
-            out = self.backend.to_numpy(self._forward(x))
+            out = self.backend.to_numpy(self._infer(x))
         return out[0] if single else out
 
     # -- training ---------------------------------------------------------------------------
+    @_training("train_step")
     def train_step(self, X, y, loss, optimizer, alpha=0.0):
         """One forward pass, loss, backward pass and optimizer update on (X, y); returns the
         loss before the update as a float. alpha: L2 penalty as in scikit-learn."""
@@ -490,19 +564,25 @@ class Sequential:
             penalty = penalty + self.xp.sum(layer.W * layer.W)
         return 0.5 * scale * penalty
 
+    @_predicting("evaluate")
     def evaluate(self, X, y, loss="mse"):
-        """The loss of the model on (X, y), as a float (no training)."""
+        """The loss of the model on (X, y), as a float (no training; safe from any number
+        of threads)."""
         loss = get_loss(loss)
         x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
         target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
-        self._last_forward = None  # the layers' saved inputs are about to be replaced
         with self._device_errors(x.shape[0], training=False):
             return float(self.backend.to_numpy(self._loss_value(x, target, loss)))
 
     def _loss_value(self, x, target, loss):
-        value, _, _ = self._loss_and_gradient(self._forward(x), target, loss)
-        return value
+        """The loss on a prepared batch, by the prediction path (nothing saved). A loss that
+        takes logits from a fused Softmax reads the output of the layers below it."""
+        last = self.layers[-1]
+        if getattr(loss, "takes_logits", False) and type(last) is loss.fused_activation:
+            return loss.value(self.xp, self._infer(x, stop=len(self.layers) - 1), target)
+        return loss.value(self.xp, self._infer(x), target)
 
+    @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,
             shuffle=True, seed=None, validation_data=None, verbose=False, alpha=0.0,
             distributed=False):

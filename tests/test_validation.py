@@ -122,22 +122,38 @@ def test_backward_rejects_foreign_and_integer_gradients(backend):
             model.backward(np.zeros((4, 1)))
 
 
-OTHER_PASSES = {
-    "predict": lambda model: model.predict(X_XOR[:2]),
-    "evaluate": lambda model: model.evaluate(X_XOR[:2], Y_XOR[:2]),
+TRAINING_PASSES = {
     "train_step": lambda model: model.train_step(X_XOR[:2], Y_XOR[:2], "mse", nb.SGD()),
     "fit": lambda model: model.fit(X_XOR[:2], Y_XOR[:2], epochs=1),
 }
+PREDICTIONS = {
+    "predict": lambda model: model.predict(X_XOR[:2]),
+    "evaluate": lambda model: model.evaluate(X_XOR[:2], Y_XOR[:2]),
+    "forward(training=False)": lambda model: model.forward(X_XOR[:2], training=False),
+}
 
 
-@pytest.mark.parametrize("call", OTHER_PASSES)
-def test_backward_after_another_pass_is_refused(call):
+@pytest.mark.parametrize("call", TRAINING_PASSES)
+def test_backward_after_a_training_pass_is_refused(call):
     # that pass replaced what the layers saved from forward: backward would mix the two
     model = xor_model("numpy")
     out = model.forward(X_XOR)
-    OTHER_PASSES[call](model)
+    TRAINING_PASSES[call](model)
     with pytest.raises(RuntimeError, match="backward needs a forward pass first"):
         model.backward(out)
+
+
+@pytest.mark.parametrize("call", PREDICTIONS)
+def test_predictions_between_forward_and_backward_change_nothing(call):
+    """Predictions save nothing in the layers: backward still backpropagates the forward."""
+    expected_model, model = xor_model("numpy"), xor_model("numpy")
+    out = model.forward(X_XOR)
+    PREDICTIONS[call](model)
+    grad_in = model.backward(out)
+    expected = expected_model.backward(expected_model.forward(X_XOR))
+    np.testing.assert_array_equal(grad_in, expected)
+    for got, want in zip(model.get_gradients(), expected_model.get_gradients()):
+        np.testing.assert_array_equal(got, want)
 
 
 # -- targets ------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Who may use a model at a time, when several threads share it.
+
+A model's weights change only while it trains, and its layers keep the state of the last
+forward pass (what backward reads) only while it trains or is driven by hand
+(``forward``/``backward``). Predictions read nothing but the weights, each into buffers
+of its own thread. So:
+
+- any number of threads may predict at once (``predict``, ``evaluate``,
+  ``forward(training=False)``, the estimators' predict methods);
+- one thread at a time may train (``fit``, ``train_step``, ``partial_fit``): a second one
+  is refused with RuntimeError, and predictions from other threads are refused while it
+  runs (they would read weights half-way through an update); training waits for the
+  predictions already in flight;
+- ``forward``/``backward`` by hand take turns: a call waits for another thread's call to
+  end, and is refused while another thread trains.
+
+This module imports nothing of nnback.
+"""
+import functools
+import threading
+
+# what a thread may be doing with a model, as named in the errors
+TRAINING = frozenset({"fit", "partial_fit", "train_step"})
+
+
+class ModelGuard:
+    """The rules above for one model (or estimator). Cheap when uncontended: a lock taken
+    twice per call."""
+
+    def __init__(self):
+        self._changed = threading.Condition(threading.Lock())
+        self._owner = None  # the thread training or driving forward/backward
+        self._what = None  # what the owner runs (a name of TRAINING, "forward", "backward")
+        self._depth = 0  # nested entries of the owner
+        self._readers = {}  # thread -> predictions in flight
+
+    def begin(self, what):
+        """Enter ``what`` (fit, train_step, partial_fit, forward, backward) in this thread;
+        RuntimeError where another thread trains (or, for a training, drives the model by
+        hand); waits where another thread is in forward/backward, and, for a training,
+        until other threads' predictions in flight are done. Pair with ``end``."""
+        me = threading.get_ident()
+        with self._changed:
+            while self._owner not in (None, me):
+                if what in TRAINING or self._what in TRAINING:
+                    raise self._refusal(what)
+                self._changed.wait()
+            if self._owner is None:
+                self._owner, self._what = me, what
+            self._depth += 1
+            if what in TRAINING:
+                # claimed first, so that new predictions are refused from here on; then
+                # the ones in flight finish
+                while self._others_reading(me):
+                    self._changed.wait()
+
+    def end(self):
+        with self._changed:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = self._what = None
+                self._changed.notify_all()
+
+    def begin_prediction(self, what):
+        """Enter a prediction in this thread; RuntimeError where another thread trains."""
+        me = threading.get_ident()
+        with self._changed:
+            if self._owner not in (None, me) and self._what in TRAINING:
+                raise self._refusal(what)
+            self._readers[me] = self._readers.get(me, 0) + 1
+
+    def end_prediction(self):
+        me = threading.get_ident()
+        with self._changed:
+            left = self._readers.pop(me) - 1
+            if left:
+                self._readers[me] = left
+            else:
+                self._changed.notify_all()
+
+    def _others_reading(self, me):
+        return any(reader != me for reader in self._readers)
+
+    def _refusal(self, what):
+        return RuntimeError(
+            f"this model is being trained in another thread ({self._what} is running there), "
+            f"so {what} was refused: a model trains in one thread at a time, and predicts "
+            "only between trainings. Wait for that call to return, or train a separate "
+            "model per thread (copy.deepcopy(model), or nb.load of a saved file)")
+
+
+def training(what, guard_of):
+    """Decorator: the method trains (or drives forward/backward by hand) as ``what``, under
+    ``guard_of(self)``'s rules: one thread at a time."""
+    return _guarded(what, guard_of, "begin", "end")
+
+
+def predicting(what, guard_of):
+    """Decorator: the method only predicts, as ``what``: any number of threads at once,
+    none while another thread trains (``guard_of(self)``)."""
+    return _guarded(what, guard_of, "begin_prediction", "end_prediction")
+
+
+def _guarded(what, guard_of, begin, end):
+    def decorate(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs):
+            guard = guard_of(self)
+            getattr(guard, begin)(what)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                getattr(guard, end)()
+        return guarded
+    return decorate
