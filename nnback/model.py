@@ -6,6 +6,7 @@ per-epoch loss on the way out.
 """
 import functools
 import math
+import operator
 import signal
 import threading
 import weakref
@@ -61,12 +62,8 @@ class History:
         return f"<History: {len(self)} epochs{last}>"
 
 
-def _guard_of(model):
-    return model._guard
-
-
-_training = functools.partial(threads.training, guard_of=_guard_of)
-_predicting = functools.partial(threads.predicting, guard_of=_guard_of)
+_training = functools.partial(threads.training, guard_of=operator.attrgetter("_guard"))
+_predicting = functools.partial(threads.predicting, guard_of=operator.attrgetter("_guard"))
 
 
 class Sequential:
@@ -257,11 +254,11 @@ class Sequential:
         except AttributeError:
             buffers = self._per_thread.buffers = [self.backend.buffers(self.dtype).get
                                                   for _ in self.layers]
-        serial = self._serial_predictions
-        with serial if serial is not None else nullcontext():
-            for layer, buffer in zip(self.layers[:stop], buffers):
-                x = layer.infer(x, buffer)
-            return x
+        layers = self.layers if stop is None else self.layers[:stop]
+        if self._serial_predictions is None:
+            return _infer_through(layers, buffers, x)
+        with self._serial_predictions:
+            return _infer_through(layers, buffers, x)
 
     @_training("backward")
     def backward(self, grad_out):
@@ -817,6 +814,13 @@ class _Progress:
         else:
             text = " - ".join(f"{key} {value}" for key, value in values.items())
             print(f"epoch {epoch}/{self.epochs} - {text}", flush=True)
+
+
+def _infer_through(layers, buffers, x):
+    """x through each layer's infer, with that layer's buffers."""
+    for layer, buffer in zip(layers, buffers):
+        x = layer.infer(x, buffer)
+    return x
 
 
 def _in_another_model(layer):

@@ -24,11 +24,12 @@ TRAINING = frozenset({"fit", "partial_fit", "train_step"})
 
 
 class ModelGuard:
-    """The rules above for one model (or estimator). Cheap when uncontended: a lock taken
-    twice per call."""
+    """The rules above for one model (or estimator). Cheap when uncontended: one lock taken
+    on the way in and one on the way out."""
 
     def __init__(self):
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when a thread leaves
         self._owner = None  # the thread training or driving forward/backward
         self._what = None  # what the owner runs (a name of TRAINING, "forward", "backward")
         self._depth = 0  # nested entries of the owner
@@ -40,7 +41,7 @@ class ModelGuard:
         hand); waits where another thread is in forward/backward, and, for a training,
         until other threads' predictions in flight are done. Pair with ``end``."""
         me = threading.get_ident()
-        with self._changed:
+        with self._lock:
             while self._owner not in (None, me):
                 if what in TRAINING or self._what in TRAINING:
                     raise self._refusal(what)
@@ -51,11 +52,11 @@ class ModelGuard:
             if what in TRAINING:
                 # claimed first, so that new predictions are refused from here on; then
                 # the ones in flight finish
-                while self._others_reading(me):
+                while self._readers and (len(self._readers) > 1 or me not in self._readers):
                     self._changed.wait()
 
     def end(self):
-        with self._changed:
+        with self._lock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = self._what = None
@@ -64,22 +65,19 @@ class ModelGuard:
     def begin_prediction(self, what):
         """Enter a prediction in this thread; RuntimeError where another thread trains."""
         me = threading.get_ident()
-        with self._changed:
-            if self._owner not in (None, me) and self._what in TRAINING:
+        with self._lock:
+            if self._owner is not None and self._owner != me and self._what in TRAINING:
                 raise self._refusal(what)
             self._readers[me] = self._readers.get(me, 0) + 1
 
     def end_prediction(self):
         me = threading.get_ident()
-        with self._changed:
+        with self._lock:
             left = self._readers.pop(me) - 1
             if left:
                 self._readers[me] = left
-            else:
+            elif self._owner is not None:  # a training may be waiting for this one
                 self._changed.notify_all()
-
-    def _others_reading(self, me):
-        return any(reader != me for reader in self._readers)
 
     def _refusal(self, what):
         return RuntimeError(
@@ -92,24 +90,30 @@ class ModelGuard:
 def training(what, guard_of):
     """Decorator: the method trains (or drives forward/backward by hand) as ``what``, under
     ``guard_of(self)``'s rules: one thread at a time."""
-    return _guarded(what, guard_of, "begin", "end")
+    return _guarded(what, guard_of, prediction=False)
 
 
 def predicting(what, guard_of):
     """Decorator: the method only predicts, as ``what``: any number of threads at once,
     none while another thread trains (``guard_of(self)``)."""
-    return _guarded(what, guard_of, "begin_prediction", "end_prediction")
+    return _guarded(what, guard_of, prediction=True)
 
 
-def _guarded(what, guard_of, begin, end):
+def _guarded(what, guard_of, prediction):
     def decorate(method):
         @functools.wraps(method)
         def guarded(self, *args, **kwargs):
             guard = guard_of(self)
-            getattr(guard, begin)(what)
+            if prediction:
+                guard.begin_prediction(what)
+            else:
+                guard.begin(what)
             try:
                 return method(self, *args, **kwargs)
             finally:
-                getattr(guard, end)()
+                if prediction:
+                    guard.end_prediction()
+                else:
+                    guard.end()
         return guarded
     return decorate
