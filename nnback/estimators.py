@@ -202,6 +202,7 @@ def _dispatch_output(result, X):
 # is neither cloned, pickled nor compared by scikit-learn.
 _GUARDS = weakref.WeakKeyDictionary()
 _GUARDS_LOCK = threading.Lock()
+_MODEL_LOCK = threading.RLock()  # while an estimator's network is (re)built for prediction
 
 
 def _guard_of(estimator):
@@ -324,18 +325,19 @@ class _BaseMLP(BaseEstimator):
         """The network on ``backend``, built from coefs_/intercepts_ unless the one at hand
         was built from exactly these arrays (coefs_ are read-only: replacing them is the
         only way to change them). Optimizer state follows the model to the backend."""
-        model = getattr(self, "_model", None)
-        current = tuple(self.coefs_) + tuple(self.intercepts_)
-        if (model is not None and model.backend is backend
-                and len(current) == len(self._published)
-                and all(mine is theirs for mine, theirs in zip(current, self._published))):
+        with _MODEL_LOCK:  # threads predicting for the first time build it once
+            model = getattr(self, "_model", None)
+            current = tuple(self.coefs_) + tuple(self.intercepts_)
+            if (model is not None and model.backend is backend
+                    and len(current) == len(self._published)
+                    and all(mine is theirs for mine, theirs in zip(current, self._published))):
+                return model
+            model = self._build_model(backend, self.coefs_[0].dtype.name, self.coefs_,
+                                      self.intercepts_)
+            self._model = model
+            self._published = current
+            self._move_optimizer_state(model)
             return model
-        model = self._build_model(backend, self.coefs_[0].dtype.name, self.coefs_,
-                                  self.intercepts_)
-        self._model = model
-        self._published = current
-        self._move_optimizer_state(model)
-        return model
 
     def _publish(self, model):
         """coefs_ and intercepts_ from the device: read-only host copies (one transfer)."""
