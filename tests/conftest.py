@@ -142,6 +142,28 @@ def backend_or_skip(name):
         pytest.skip(f"{name} backend unavailable here: {exc}")
 
 
+@pytest.fixture
+def no_cupy(monkeypatch):
+    """Pretend CuPy is not installed, whatever this machine has (real CuPy or the stand-in),
+    for the tests of what a machine without it sees."""
+    import builtins
+
+    from nnback import backend as backend_module
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    for name in [name for name in sys.modules if name == "cupy" or name.startswith("cupy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(backend_module, "_cache", {})
+    monkeypatch.delenv("NNBACK_BACKEND", raising=False)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Each available backend in turn (a Backend object)."""

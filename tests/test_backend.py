@@ -1,4 +1,3 @@
-import builtins
 import sys
 
 import numpy as np
@@ -22,22 +21,6 @@ def test_backend_argument_of_wrong_type_is_a_type_error():
 def test_backend_instance_passes_through():
     be = nb.get_backend("numpy")
     assert nb.get_backend(be) is be
-
-
-@pytest.fixture
-def no_cupy(monkeypatch):
-    """Pretend CuPy is not installed, whatever this machine has."""
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "cupy" or name.startswith("cupy."):
-            raise ImportError("No module named 'cupy'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.delitem(sys.modules, "cupy", raising=False)
-    monkeypatch.setattr(backend_module, "_cache", {})
-    monkeypatch.delenv("NNBACK_BACKEND", raising=False)
 
 
 def test_cupy_without_cupy_says_which_extra_to_install(no_cupy):

@@ -229,13 +229,7 @@ def test_allow_tf32_is_off_by_default_and_must_be_a_bool():
         nb.MLP([2, 3, 1], backend="numpy", allow_tf32=1)
 
 
-def test_cupy_with_tf32_without_cupy_raises_backend_unavailable():
-    try:
-        nb.get_backend("cupy")
-    except nb.BackendUnavailableError:
-        pass
-    else:
-        pytest.skip("CuPy works here")
+def test_cupy_with_tf32_without_cupy_raises_backend_unavailable(no_cupy):
     with pytest.raises(nb.BackendUnavailableError):
         nb.get_backend("cupy", allow_tf32=True)
 

@@ -163,9 +163,7 @@ def test_rank_helpers_outside_mpi(outside_mpi):
     assert (distributed.rank(), distributed.size(), distributed.is_root()) == (0, 1, True)
 
 
-def test_select_gpu_without_cupy_says_what_to_install():
-    if importlib.util.find_spec("cupy") is not None:
-        pytest.skip("CuPy is installed here")
+def test_select_gpu_without_cupy_says_what_to_install(no_cupy):
     with pytest.raises(nb.BackendUnavailableError, match="select_gpu needs CuPy"):
         distributed.select_gpu()
 
