@@ -1,13 +1,13 @@
 """CupyBackend: CuPy on the current CUDA device, with fused kernels where they pay.
 
 The kernels' CUDA text and compilation live in _cupy_kernels.py. This module never imports
-cupy at the top: nnback.backend imports it and hands the module to CupyBackend.
+cupy: nnback.backend imports it and hands the module to CupyBackend.
 """
 import numpy
 
 from . import _cupy_kernels as _kernels
-from .backend import (Backend, BackendUnavailableError, DeviceOutOfMemoryError, ReusedBuffers,
-                      host_array)
+from .backend_base import (Backend, BackendUnavailableError, DeviceOutOfMemoryError,
+                           ReusedBuffers, host_array)
 
 
 class CupyBackend(Backend):

@@ -12,7 +12,7 @@ import threading
 
 import numpy
 
-from .backend import Backend, ReusedBuffers, host_array
+from .backend_base import Backend, ReusedBuffers, host_array
 
 
 class NumpyBackend(Backend):
