@@ -17,7 +17,7 @@ from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_laye
                      activation_name)
 from .losses import get_loss
 from .optim import Optimizer, get_optimizer, views_of
-from . import validation
+from . import fileformat, validation
 from . import threads
 from .threads import ModelGuard
 from .validation import ShapeError, check_bool, check_positive_int, check_seed
@@ -711,11 +711,12 @@ class Sequential:
         return self.backend.take_rows(array, rows, out=out)
 
     # -- files ------------------------------------------------------------------------------
-    def save(self, path):
-        """Write the model to ``path`` (see nnback.io: arrays plus JSON metadata, no pickle)."""
-        from .io import save
-
-        save(self, path)
+    def save(self, path, extra=None):
+        """Write the model to ``path`` atomically: arrays plus JSON metadata, never a pickle
+        (nnback.fileformat); ``nb.load`` reads it on any backend. extra: an optional
+        JSON-ready dict kept in the file (``nb.load(path, return_extra=True)``)."""
+        fileformat.write(path, self.layers, self.get_config(), self.dtype,
+                         list(zip(self._parameter_names(), self.get_weights())), extra)
 
 
 class MLP(Sequential):
@@ -753,6 +754,7 @@ class MLP(Sequential):
     def get_config(self):
         config = super().get_config()
         config["class"] = "MLP"
+        config["mlp"] = {"activation": self.activation, "output": self.output}
         return config
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nnback as nb
-from nnback import io as nnio
+from nnback import fileformat, io as nnio
 from nnback.layers import Layer
 
 
@@ -402,8 +402,8 @@ def test_write_failure_leaves_the_old_file_and_no_temporary(saved, monkeypatch, 
             args[0].write(b"PK\x03\x04partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    target = {"savez": (nnio.numpy, "savez"), "fsync": (nnio.os, "fsync"),
-              "replace": (nnio.os, "replace")}[stage]
+    target = {"savez": (fileformat.numpy, "savez"), "fsync": (fileformat.os, "fsync"),
+              "replace": (fileformat.os, "replace")}[stage]
     monkeypatch.setattr(*target, disk_full)
     with pytest.raises(OSError, match=r"cannot save the model to .*model.nnb: No space left on "
                                       r"device; a file already there is unchanged") as info:
@@ -421,7 +421,7 @@ def test_interrupted_save_leaves_the_old_file(saved, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nnio.os, "replace", interrupted)
+    monkeypatch.setattr(fileformat.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         nb.MLP([2, 3, 1], backend="numpy", seed=5).save(path)
     monkeypatch.undo()

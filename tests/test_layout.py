@@ -1,0 +1,59 @@
+"""The package's imports run one way: no module of nnback imports, directly or through
+others, a module that imports it back (read from the source with ast, lazy imports
+inside functions included)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nnback"
+
+
+def imports_of(path):
+    """The nnback modules (by short name) that the module at ``path`` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:  # from . import a, b
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nnback."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names
+                         if alias.name.startswith("nnback."))
+    return found
+
+
+def import_graph():
+    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    return {name: imports_of(path) & set(modules) - {name} for name, path in modules.items()}
+
+
+def cycle_through(graph, start):
+    """A list of modules from ``start`` back to it, or None."""
+    stack = [(start, [start])]
+    seen = set()
+    while stack:
+        module, trail = stack.pop()
+        for imported in graph[module]:
+            if imported == start:
+                return trail + [start]
+            if imported not in seen:
+                seen.add(imported)
+                stack.append((imported, trail + [imported]))
+    return None
+
+
+def test_no_module_imports_itself_through_others():
+    graph = import_graph()
+    assert {"backend", "backend_base", "model", "io", "fileformat"} <= set(graph)
+    cycles = [cycle for cycle in (cycle_through(graph, name) for name in sorted(graph)) if cycle]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_bottom_modules_import_nothing_of_nnback_above_them():
+    graph = import_graph()
+    assert graph["backend_base"] == set() and graph["threads"] == set()
+    assert graph["backend_numpy"] == {"backend_base"}
+    assert graph["backend_cupy"] == {"backend_base", "_cupy_kernels"}
+    assert "io" not in graph["model"] and "model" not in graph["fileformat"]
