@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy
 
+from nnback.bench import step_flops  # the FLOPs of one training step, as the bench counts them
+
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = {  # name: layer sizes (ReLU hidden layers, softmax output)
     "small": [784, 128, 10],
@@ -48,13 +50,6 @@ MATMUL_CALL_S = 10e-6
 
 def n_parameters(sizes):
     return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
-
-
-def step_flops(sizes, batch):
-    """Multiply-add FLOPs of one training step: 2·n·k·m per GEMM; forward x@W, backward
-    xᵀ@g and g@Wᵀ (none for the first layer's input)."""
-    gemm = [2 * batch * n_in * n_out for n_in, n_out in zip(sizes, sizes[1:])]
-    return 3 * sum(gemm) - gemm[0]
 
 
 def matmul_calls(sizes):

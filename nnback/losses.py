@@ -18,7 +18,6 @@ class Loss:
     the loss averages over the batch, "sum" when it adds up (data-parallel training weights
     the ranks' gradients by it)."""
 
-    name = "loss"
     reduction = "mean"
     fused_activation = None
     target_kind = "values"  # "values", "probabilities" (in [0, 1]) or "classes"
@@ -72,7 +71,6 @@ class Loss:
 class MSE(Loss):
     """L = mean((pred − target)²) over all elements."""
 
-    name = "mse"
 
     def value(self, xp, pred, target):
         error = pred - target
@@ -86,7 +84,6 @@ class MSE(Loss):
 class SSE(Loss):
     """L = ½ Σ (pred − target)², the classic tutorial loss (its gradient is pred − target)."""
 
-    name = "sse"
     reduction = "sum"
 
     def value(self, xp, pred, target):
@@ -102,7 +99,6 @@ class BinaryCrossEntropy(Loss):
     (a sigmoid output), clipped to [eps, 1 − eps] so the log stays finite. Targets in [0, 1].
     After a Sigmoid output layer the gradient with respect to the logits is (p − t)/n."""
 
-    name = "binary_crossentropy"
     fused_activation = Sigmoid
     target_kind = "probabilities"
     pred_kind = "probabilities"
@@ -128,7 +124,6 @@ class SoftmaxCrossEntropy(Loss):
     row maximum (stable for any logits) and the gradient is the fused (softmax(z) − t)/n. A
     model whose last layer is Softmax passes that layer's input (the logits) to this loss."""
 
-    name = "softmax_crossentropy"
     fused_activation = Softmax
     takes_logits = True
     target_kind = "classes"

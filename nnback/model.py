@@ -40,11 +40,10 @@ class History:
     val_loss: loss on validation_data after each epoch (empty without validation data).
     """
 
-    def __init__(self, params=None):
+    def __init__(self):
         self.loss = []
         self.val_loss = []
         self.epoch = []
-        self.params = dict(params or {})
 
     @property
     def history(self):
@@ -636,8 +635,7 @@ class Sequential:
             parallel = data_parallel(distributed)
             seed = parallel.attach(self, x, target, loss, optimizer, seed)
             verbose = verbose and parallel.is_root
-        history = History({"epochs": epochs, "batch_size": batch_size, "lr": optimizer.lr,
-                           "optimizer": repr(optimizer), "loss": type(loss).__name__})
+        history = History()
         self.history = history
         self._last_forward = None  # the layers' saved inputs are about to be replaced
         rng = self.backend.host_rng(seed)

@@ -170,6 +170,13 @@ def backend(request):
     return backend_or_skip(request.param)
 
 
+@pytest.fixture(params=[name for name in BACKENDS if name != "numpy"])
+def other_backend(request):
+    """Each available backend but numpy, the reference the parity tests compare with (a
+    numpy-vs-numpy case could not fail)."""
+    return backend_or_skip(request.param)
+
+
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     return request.param

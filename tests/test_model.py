@@ -96,7 +96,8 @@ def test_set_weights_with_a_wrong_shape_changes_nothing(backend):
         model.set_weights(before[:3])
 
 
-def test_same_seed_gives_the_same_initial_weights_on_every_backend(backend):
+def test_same_seed_gives_the_same_initial_weights_on_every_backend(other_backend):
+    backend = other_backend
     reference = nb.MLP([4, 8, 3], activation="relu", backend="numpy", seed=42).get_weights()
     weights = nb.MLP([4, 8, 3], activation="relu", backend=backend, seed=42).get_weights()
     for got, expected in zip(weights, reference):
