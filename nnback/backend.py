@@ -91,6 +91,28 @@ def _load_cupy():
     return cupy
 
 
+def select_cuda_device(local_rank, what="select_cuda_device"):
+    """Make GPU ``local_rank`` modulo the machine's GPUs CuPy's current device, then check
+    that the cupy backend works there; returns the device index. For one process per GPU:
+    call it before the cupy backend is first used, whose first operation opens a CUDA
+    context on the current device (by default GPU 0, for every process). ``what`` names
+    the caller in errors (BackendUnavailableError where CuPy or a GPU is missing)."""
+    try:  # not through get_backend("cupy"): its availability probe would run on GPU 0
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"{what} needs CuPy, which is not installed: {CUPY_INSTALL_HINT}") from exc
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy without a driver fails here, not at import
+        raise BackendUnavailableError(
+            f"{what} finds no CUDA GPU ({type(exc).__name__}: {exc})") from exc
+    device = local_rank % n_devices
+    cupy.cuda.Device(device).use()
+    get_backend("cupy")  # now probes (and raises BackendUnavailableError) on this GPU
+    return device
+
+
 _cache = {}
 
 

@@ -132,6 +132,11 @@ class Backend:
     def synchronize(self):
         """Wait until queued device work is done (a no-op on the CPU)."""
 
+    def nccl(self):
+        """The NCCL bindings for this backend's devices, where NCCL is available (the cupy
+        backend: cupy.cuda.nccl); None elsewhere."""
+        return None
+
     # -- errors -----------------------------------------------------------------------------
     def translate_error(self, exc, batch_size, needed_bytes):
         """The nnback error to raise instead of ``exc``, an exception of this backend's

@@ -3,6 +3,8 @@
 The kernels' CUDA text and compilation live in _cupy_kernels.py. This module never imports
 cupy: nnback.backend imports it and hands the module to CupyBackend.
 """
+import importlib
+
 import numpy
 
 from . import _cupy_kernels as _kernels
@@ -67,6 +69,13 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self.module.cuda.get_current_stream().synchronize()
+
+    def nccl(self):
+        try:
+            nccl = importlib.import_module(self.module.__name__ + ".cuda.nccl")
+        except ImportError:  # a CuPy built without NCCL
+            return None
+        return nccl if getattr(nccl, "available", False) else None
 
     def translate_error(self, exc, batch_size, needed_bytes):
         """CuPy's OutOfMemoryError (and cuBLAS/CUDA allocation failures) as a

@@ -32,7 +32,6 @@ on one rank only (a timeout, a crash, Ctrl-C) is printed and ends the whole job 
 MPI_Abort, since the other ranks would otherwise wait for it forever. A DivergenceError is
 raised on every rank together (the loss is the same on all of them) and does not abort.
 """
-import importlib
 import numbers
 import os
 import sys
@@ -42,7 +41,7 @@ from contextlib import contextmanager
 
 import numpy
 
-from .backend import CUPY_INSTALL_HINT, BackendUnavailableError, get_backend
+from .backend import BackendUnavailableError, get_backend, select_cuda_device
 
 TRANSPORTS = ("auto", "mpi", "nccl")
 TIMEOUT_ENV_VAR = "NNBACK_DISTRIBUTED_TIMEOUT"
@@ -97,24 +96,11 @@ def select_gpu():
     node, modulo the node's GPUs. Call it first, before nb.get_backend or building a model:
     the cupy backend's first use opens a CUDA context on the current device, and N ranks
     doing that on GPU 0 would each take memory there. Returns the device index."""
-    try:  # not through get_backend("cupy"): its availability probe would run on GPU 0
-        import cupy
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"select_gpu needs CuPy, which is not installed: {CUPY_INSTALL_HINT}") from exc
     local_rank = 0
     if launched():
         MPI = _mpi()
         local_rank = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-    try:
-        n_devices = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CuPy without a driver fails here, not at import
-        raise BackendUnavailableError(
-            f"select_gpu finds no CUDA GPU ({type(exc).__name__}: {exc})") from exc
-    device = local_rank % n_devices
-    cupy.cuda.Device(device).use()
-    get_backend("cupy")  # now probes (and raises BackendUnavailableError) on this rank's GPU
-    return device
+    return select_cuda_device(local_rank, what="select_gpu")
 
 
 # -- what fit(distributed=...) uses ---------------------------------------------------------
@@ -336,9 +322,9 @@ class _NcclWorld(_MpiWorld):
 
     def __init__(self, backend, timeout):
         super().__init__()
-        self.cupy = backend.xp
-        self.nccl = importlib.import_module(self.cupy.__name__ + ".cuda.nccl")
-        if not getattr(self.nccl, "available", False):
+        self.cupy = backend.module
+        self.nccl = backend.nccl()
+        if self.nccl is None:
             raise DistributedError("transport='nccl' needs CuPy's NCCL bindings, which are "
                                    "missing here; install NCCL or use transport='mpi'")
         unique_id = numpy.zeros(_NCCL_ID_BYTES, numpy.int64)
@@ -401,12 +387,8 @@ def _world_for(transport, backend, cuda_aware, timeout):
         return _Solo()
     if transport == "auto":
         transport = "mpi"
-        if backend.name == "cupy":
-            try:
-                nccl = importlib.import_module(backend.xp.__name__ + ".cuda.nccl")
-                transport = "nccl" if getattr(nccl, "available", False) else "mpi"
-            except ImportError:
-                pass
+        if backend.nccl() is not None:
+            transport = "nccl"
     if transport == "nccl" and backend.name != "cupy":
         raise DistributedError(f"transport='nccl' needs a model on the cupy backend, not "
                                f"{backend.name!r}; use transport='mpi'")

@@ -22,7 +22,7 @@ from nnback import distributed
 from nnback.distributed import DataParallel, DistributedError
 
 import _mpi_cases  # the fits both sides run (tests/ is on sys.path, as for conftest)
-from conftest import PARITY_RTOL, assert_close
+from conftest import PARITY_RTOL, assert_close, backend_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(_mpi_cases.__file__).resolve()
@@ -235,3 +235,25 @@ def test_cli_train_under_mpiexec_prints_and_saves_once(tmp_path):
     assert returncode == 0, output
     assert output.count("saved ") == 1 and output.count("task: ") == 1, output
     assert nb.load(saved, backend="numpy").layer_sizes == [3, 8, 2]
+
+
+@pytest.mark.gpu
+def test_select_gpu_outside_mpi_takes_the_first_gpu_and_checks_the_backend():
+    cupy_backend = backend_or_skip("cupy")
+    assert distributed.select_gpu() == 0
+    assert cupy_backend.module.cuda.Device().id == 0
+
+
+def test_nccl_is_looked_up_by_the_backend():
+    """Only the cupy backend has NCCL bindings to offer; fit's "auto" transport asks it."""
+    assert nb.get_backend("numpy").nccl() is None
+
+
+@pytest.mark.gpu
+def test_cupy_backend_without_nccl_bindings_offers_none():
+    cupy_backend = backend_or_skip("cupy")
+    nccl = cupy_backend.nccl()
+    if getattr(cupy_backend.module, "__standin__", False):
+        assert nccl is None  # the stand-in has no cupy.cuda.nccl
+    else:
+        assert nccl is None or nccl.available

@@ -57,3 +57,14 @@ def test_the_bottom_modules_import_nothing_of_nnback_above_them():
     assert graph["backend_numpy"] == {"backend_base"}
     assert graph["backend_cupy"] == {"backend_base", "_cupy_kernels"}
     assert "io" not in graph["model"] and "model" not in graph["fileformat"]
+
+
+def test_only_the_backend_modules_import_cupy():
+    importers = set()
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "cupy" or name.startswith("cupy.") for name in names):
+                importers.add(path.stem)
+    assert importers <= {"backend", "backend_base", "backend_numpy", "backend_cupy"}, importers
