@@ -71,7 +71,6 @@ class Loss:
 class MSE(Loss):
     """L = mean((pred − target)²) over all elements."""
 
-
     def value(self, xp, pred, target):
         error = pred - target
         return xp.mean(error * error)
