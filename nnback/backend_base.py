@@ -246,12 +246,9 @@ class Backend:
         param -= step_size * m / (self.xp.sqrt(v) + eps)
         return param
 
-    def loss_gradient_through_activation(self, loss, output, target, factor=1.0, out=None):
-        """factor · dLoss/dz for a loss fused with its output activation, output =
-        activation(z) (Loss.gradient_through_activation). ``factor``: a constant the
-        caller folds in (the plain-SGD step, see Sequential._step)."""
-        grad = loss.gradient_through_activation(self.xp, output, target)
-        return grad if factor == 1.0 else grad * factor
+    def scaled_difference(self, a, b, scale, out=None):
+        """(a − b) · scale (a loss's gradient through its output activation)."""
+        return (a - b) * scale
 
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov):
         """SGD with momentum, in place: v ← μ·v + g; p ← p − lr·v (Nesterov:

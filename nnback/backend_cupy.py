@@ -17,8 +17,8 @@ class CupyBackend(Backend):
 
     Fast paths (each checks that it applies and otherwise returns the generic result): the
     bias add and the activation after a Dense layer's GEMM in one kernel, each activation's
-    derivative times the incoming gradient in one kernel, the loss gradient through a fused
-    output activation in one kernel, SGD with momentum and Adam as one kernel over the
+    derivative times the incoming gradient in one kernel, (a − b)·scale (the loss gradient
+    through a fused output activation) in one kernel, SGD with momentum and Adam as one kernel over the
     model's flat parameter array, matrix products and column sums into ``out`` (layers keep
     their outputs in ReusedBuffers, as on numpy). The kernels live in
     nnback/_cupy_kernels.py, compiled on first use.
@@ -173,15 +173,11 @@ class CupyBackend(Backend):
     def tanh_backward(self, grad_y, y, out=None):
         return self._derivative("tanh", grad_y, y, out)
 
-    def loss_gradient_through_activation(self, loss, output, target, factor=1.0, out=None):
-        formula = type(loss).gradient_through_activation
-        if not getattr(formula, "is_scaled_difference", False) or not _kernels.fits(
-                output, target) or output.shape != target.shape:
-            return super().loss_gradient_through_activation(loss, output, target, factor)
+    def scaled_difference(self, a, b, scale, out=None):
+        if not _kernels.fits(a, b) or a.shape != b.shape:
+            return super().scaled_difference(a, b, scale)
         kernel = self._kernel("scaled_difference")
-        scale = loss.gradient_scale(output) * factor
-        return kernel(output, target, scale, out) if _fits_like(out, output) else kernel(
-            output, target, scale)
+        return kernel(a, b, scale, out) if _fits_like(out, a) else kernel(a, b, scale)
 
     def softmax(self, x, out=None):
         if not _fits_like(out, x) or x.ndim != 2:

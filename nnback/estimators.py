@@ -79,8 +79,6 @@ class _HalfSquaredError(Loss):
     the factor n_outputs for several; both are kept as scikit-learn has them so that
     loss_curve_ and tol mean the same."""
 
-    name = "half_squared_error"
-
     def value(self, xp, pred, target):
         error = pred - target
         return 0.5 * xp.mean(error * error)
@@ -94,16 +92,14 @@ class _BinaryLogLoss(BinaryCrossEntropy):
     averaged over samples, so each label of a multilabel problem weighs as one binary
     problem. After the Sigmoid output the gradient is (p − t)/n_samples."""
 
-    name = "binary_log_loss"
-
     def value(self, xp, pred, target):
         return super().value(xp, pred, target) * pred.shape[1]
 
     def gradient(self, xp, pred, target):
         return super().gradient(xp, pred, target) * pred.shape[1]
 
-    def gradient_through_activation(self, xp, output, target):
-        return (output - target) * (1.0 / output.shape[0])
+    def gradient_scale(self, output):
+        return 1.0 / output.shape[0]
 
 
 class _NoUpdate(Optimizer):

@@ -57,12 +57,10 @@ class Loss:
         raise NotImplementedError
 
     def gradient_through_activation(self, xp, output, target):
-        """dL/dz where output = fused_activation(z): (output − target) · gradient_scale."""
+        """dL/dz where output = fused_activation(z): (output − target) · gradient_scale. A
+        model computes it as ``backend.scaled_difference`` (one kernel on cupy); a loss
+        changes it through ``gradient_scale``."""
         return (output - target) * self.gradient_scale(output)
-
-    # A backend may compute the formula above in one kernel; this mark tells it that a
-    # subclass has not replaced the formula with its own (Backend.loss_gradient_...).
-    gradient_through_activation.is_scaled_difference = True
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -443,8 +443,10 @@ class Sequential:
         if loss.fused_activation is not None and type(last) is loss.fused_activation:
             pred = last.x if getattr(loss, "takes_logits", False) else out
             value = loss.value(xp, pred, target)
-            grad = self.backend.loss_gradient_through_activation(
-                loss, out, target, factor, out=last.buffer("grad_logits", tuple(out.shape)))
+            # (output − target)·scale, the plain-SGD factor folded into the scale
+            grad = self.backend.scaled_difference(
+                out, target, loss.gradient_scale(out) * factor,
+                out=last.buffer("grad_logits", tuple(out.shape)))
             return value, grad, len(self.layers) - 1
         grad = loss.gradient(xp, out, target)
         return loss.value(xp, out, target), grad if factor == 1.0 else grad * factor, \

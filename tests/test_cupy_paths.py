@@ -148,25 +148,35 @@ def test_fused_optimizer_steps_fall_back_on_mismatched_dtypes(cupy_backend, fres
 
 
 @pytest.mark.gpu
-def test_loss_gradient_kernel_only_for_the_plain_formula(cupy_backend, fresh_kernels):
-    """A loss subclass with its own gradient_through_activation (the estimators' binary log
-    loss) keeps its formula; the built-in losses take the kernel."""
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install '.[sklearn]'")
-    from nnback.estimators import _BinaryLogLoss
-
+def test_scaled_difference_kernel_falls_back_on_mismatched_arrays(cupy_backend, fresh_kernels):
     backend = CupyBackend(cupy_backend.module)
     output = backend.asarray(RNG.uniform(size=(4, 3)), "float32")
     target = backend.asarray(np.round(RNG.uniform(size=(4, 3))), "float32")
-    expected = backend.to_numpy((output - target) * (1.0 / 4))
-    np.testing.assert_array_equal(backend.to_numpy(
-        backend.loss_gradient_through_activation(_BinaryLogLoss(), output, target)), expected)
+    expected = backend.to_numpy((output - target) * 0.25)
+    np.testing.assert_allclose(backend.to_numpy(backend.scaled_difference(
+        output, backend.astype(target, "float64"), 0.25)), expected, rtol=1e-6)
     assert fresh_kernels == {}
-    for loss in (nb.SoftmaxCrossEntropy(), nb.BinaryCrossEntropy()):
-        got = backend.loss_gradient_through_activation(loss, output, target)
-        scale = loss.gradient_scale(output)
-        np.testing.assert_allclose(backend.to_numpy(got),
-                                   backend.to_numpy((output - target) * scale), rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(backend.scaled_difference(
+        output, target, 0.25)), expected, rtol=1e-6)
     assert list(fresh_kernels) == [("scaled_difference",)]
+
+
+@pytest.mark.gpu
+def test_the_estimators_binary_log_loss_takes_the_fused_kernel(cupy_backend, fresh_kernels):
+    """Its gradient through the sigmoid differs from BinaryCrossEntropy's only in the scale
+    (1/n_samples, not 1/n_elements): it overrides gradient_scale, so the GPU classifier
+    takes the kernel too."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install '.[sklearn]'")
+    from nnback.estimators import _BinaryLogLoss
+
+    model = nb.MLP([5, 4, 3], output="sigmoid", backend=cupy_backend, seed=0)
+    X, y = RNG.normal(size=(8, 5)), np.round(RNG.uniform(size=(8, 3)))
+    model.train_step(X, y, _BinaryLogLoss(), nb.SGD(lr=0.1))
+    assert ("scaled_difference",) in fresh_kernels
+    reference = nb.MLP([5, 4, 3], output="sigmoid", backend="numpy", seed=0)
+    reference.train_step(X, y, _BinaryLogLoss(), nb.SGD(lr=0.1))
+    for got, expected in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # -- the fused Dense + activation pairs, on the CPU ------------------------------------------
@@ -274,9 +284,10 @@ def fused_cases(backend, dtype):
             arrays()["grad"], getattr(Backend(backend.xp), name)(arrays()["x"]))]
         cases[f"affine + {name}"] = lambda be, name=name: [be.affine_activation(
             arrays()["x_in"], arrays()["W"], arrays()["b"], name, out=be.empty(shape, dtype))]
-    for loss in (nb.SoftmaxCrossEntropy(), nb.BinaryCrossEntropy()):
-        cases[f"{loss!r} gradient"] = lambda be, loss=loss: [be.loss_gradient_through_activation(
-            loss, arrays()["x"], arrays()["target"])]
+    cases["scaled difference"] = lambda be: [be.scaled_difference(
+        arrays()["x"], arrays()["target"], 1.0 / 67)]
+    cases["scaled difference into out"] = lambda be: [be.scaled_difference(
+        arrays()["x"], arrays()["target"], -0.1 / 67, out=be.empty(shape, dtype))]
     for nesterov in (False, True):
         def momentum(be, nesterov=nesterov):
             a = arrays()
