@@ -13,13 +13,15 @@ from . import validation
 
 
 class Loss:
-    """Base class. ``fused_activation``: an output activation whose backward this loss folds
-    into one stable expression (``gradient_through_activation``). ``reduction``: "mean" when
-    the loss averages over the batch, "sum" when it adds up (data-parallel training weights
-    the ranks' gradients by it)."""
+    """Base class. ``output_activation``: the output layer class (Sigmoid, Softmax) whose
+    backward this loss folds into one stable expression (``gradient_through_activation``;
+    it was called ``fused_activation``, a name now kept for the Dense layers that a backend
+    fuses with their activation). ``reduction``: "mean" when the loss averages over the
+    batch, "sum" when it adds up (data-parallel training weights the ranks' gradients by
+    it)."""
 
     reduction = "mean"
-    fused_activation = None
+    output_activation = None
     target_kind = "values"  # "values", "probabilities" (in [0, 1]) or "classes"
     pred_kind = "values"  # "values" or "probabilities" (in [0, 1])
 
@@ -57,7 +59,7 @@ class Loss:
         raise NotImplementedError
 
     def gradient_through_activation(self, xp, output, target):
-        """dL/dz where output = fused_activation(z): (output − target) · gradient_scale. A
+        """dL/dz where output = output_activation(z): (output − target) · gradient_scale. A
         model computes it as ``backend.scaled_difference`` (one kernel on cupy); a loss
         changes it through ``gradient_scale``."""
         return (output - target) * self.gradient_scale(output)
@@ -96,7 +98,7 @@ class BinaryCrossEntropy(Loss):
     (a sigmoid output), clipped to [eps, 1 − eps] so the log stays finite. Targets in [0, 1].
     After a Sigmoid output layer the gradient with respect to the logits is (p − t)/n."""
 
-    fused_activation = Sigmoid
+    output_activation = Sigmoid
     target_kind = "probabilities"
     pred_kind = "probabilities"
 
@@ -121,7 +123,7 @@ class SoftmaxCrossEntropy(Loss):
     row maximum (stable for any logits) and the gradient is the fused (softmax(z) − t)/n. A
     model whose last layer is Softmax passes that layer's input (the logits) to this loss."""
 
-    fused_activation = Softmax
+    output_activation = Softmax
     takes_logits = True
     target_kind = "classes"
 

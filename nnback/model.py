@@ -440,7 +440,7 @@ class Sequential:
         backward."""
         xp = self.xp
         last = self.layers[-1]
-        if loss.fused_activation is not None and type(last) is loss.fused_activation:
+        if loss.output_activation is not None and type(last) is loss.output_activation:
             pred = last.x if getattr(loss, "takes_logits", False) else out
             value = loss.value(xp, pred, target)
             # (output − target)·scale, the plain-SGD factor folded into the scale
@@ -576,7 +576,7 @@ class Sequential:
         """The loss on a prepared batch, by the prediction path (nothing saved). A loss that
         takes logits from a fused Softmax reads the output of the layers below it."""
         last = self.layers[-1]
-        if getattr(loss, "takes_logits", False) and type(last) is loss.fused_activation:
+        if getattr(loss, "takes_logits", False) and type(last) is loss.output_activation:
             return loss.value(self.xp, self._infer(x, stop=len(self.layers) - 1), target)
         return loss.value(self.xp, self._infer(x), target)
 
