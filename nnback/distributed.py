@@ -42,6 +42,7 @@ from contextlib import contextmanager
 import numpy
 
 from .backend import BackendUnavailableError, get_backend, select_cuda_device
+from .flat import pack, size_of, unpack
 
 TRANSPORTS = ("auto", "mpi", "nccl")
 TIMEOUT_ENV_VAR = "NNBACK_DISTRIBUTED_TIMEOUT"
@@ -159,10 +160,10 @@ class DataParallel:
         _check_agreement(table[:, :-1], sums)
         with self._together():
             buffer = model.backend.empty((_size_of_all(shared),), model.dtype)
-            _pack(xp, shared, buffer)
+            pack(shared, buffer)
             self._world.broadcast(buffer, model.backend, self.timeout,
                                   "the broadcast of rank 0's weights")
-            _unpack(xp, buffer, shared)
+            unpack(buffer, shared)
         self._n_params = n_params
         self._buffer = model.backend.zeros((n_params + 1,), model.dtype)
         self._mean = getattr(loss, "reduction", "mean") == "mean"
@@ -199,14 +200,14 @@ class DataParallel:
         batch's loss (a 0-d array): one allreduce of [weight·grads..., weight·value]."""
         xp = self._backend.xp
         buffer = self._buffer
-        _pack(xp, grads, buffer)
+        pack(grads, buffer)
         buffer[self._n_params] = value
         if self._weight != 1.0:
             buffer *= self._weight
         self._steps += 1
         self._world.allreduce(buffer, self._backend, self.timeout,
                               f"the gradient allreduce of step {self._steps}")
-        _unpack(xp, buffer, grads)
+        unpack(buffer, grads)
         return self._backend.copy(xp.reshape(buffer[self._n_params:], ()))
 
     @contextmanager
@@ -463,30 +464,5 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
-def _size(array):
-    count = 1
-    for extent in array.shape:
-        count *= extent
-    return count
-
-
 def _size_of_all(arrays):
-    return sum(_size(array) for array in arrays)
-
-
-def _pack(xp, arrays, buffer):
-    """Copy ``arrays`` one after another into the 1-D ``buffer``."""
-    offset = 0
-    for array in arrays:
-        count = _size(array)
-        buffer[offset:offset + count] = xp.reshape(array, (count,))
-        offset += count
-
-
-def _unpack(xp, buffer, arrays):
-    """Copy the 1-D ``buffer`` back into ``arrays`` (in place), in _pack's order."""
-    offset = 0
-    for array in arrays:
-        count = _size(array)
-        array[...] = xp.reshape(buffer[offset:offset + count], array.shape)
-        offset += count
+    return size_of([tuple(array.shape) for array in arrays])

@@ -16,7 +16,8 @@ from .backend import check_dtype, get_backend
 from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_layer,
                      activation_name)
 from .losses import get_loss
-from .optim import Optimizer, get_optimizer, views_of
+from .flat import pack, size_of, views_of
+from .optim import Optimizer, get_optimizer
 from . import fileformat, validation
 from . import threads
 from .threads import ModelGuard
@@ -545,12 +546,10 @@ class Sequential:
     def _flat_copy(self, arrays, shapes):
         """FlatArrays of ``shapes`` over one new flat array, holding the values of
         ``arrays`` (zeros when it is None)."""
-        size = sum(math.prod(shape) for shape in shapes)
-        views = views_of(self.backend.zeros((size,), self.dtype), shapes)
+        flat = self.backend.zeros((size_of(shapes),), self.dtype)
         if arrays is not None:
-            for view, array in zip(views, arrays):
-                view[...] = array
-        return views
+            pack(arrays, flat)
+        return views_of(flat, shapes)
 
     def _add_l2(self, scale):
         """Add scale·W to each dW (weights only, not biases; times the factor folded into

@@ -9,36 +9,11 @@ When params and grads are :class:`FlatArrays` (views of one flat array each, as 
 numpy passes them), the state is made the same way and every elementwise update runs once
 over the flat arrays instead of once per parameter: the same numbers, fewer calls.
 """
-import math
-
 import array_api_compat
 
 from .backend import backend_of
+from .flat import FlatArrays, views_of
 from .validation import check_fraction, check_positive_number
-
-
-class FlatArrays(list):
-    """A list of arrays that are consecutive views of the 1-D array ``flat``."""
-
-    def __init__(self, arrays, flat):
-        super().__init__(arrays)
-        self.flat = flat
-
-    def __reduce__(self):
-        # a copy (or pickle) of a view is an array of its own: rebuild the views instead
-        return views_of, (self.flat, [tuple(array.shape) for array in self])
-
-
-def views_of(flat, shapes):
-    """FlatArrays of consecutive views of the 1-D ``flat``, shaped like ``shapes`` (their
-    sizes add up to flat's)."""
-    xp = array_api_compat.array_namespace(flat)
-    views, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        views.append(xp.reshape(flat[start:start + size], tuple(shape)))
-        start += size
-    return FlatArrays(views, flat)
 
 
 def _flat_if_all(*lists):

@@ -1,0 +1,59 @@
+"""Flat buffers: many parameter-shaped arrays as consecutive pieces of one 1-D array.
+
+A model keeps its parameters (and their gradients) as views of one flat array, so that an
+optimizer updates them in one pass (:class:`FlatArrays`, ``views_of``); data-parallel
+training sends all gradients in one message (``pack`` into a flat buffer, ``unpack`` back).
+Shapes: flat: (total,), where total is the sum of the arrays' sizes, in order.
+"""
+import math
+
+import array_api_compat
+
+
+class FlatArrays(list):
+    """A list of arrays that are consecutive views of the 1-D array ``flat``."""
+
+    def __init__(self, arrays, flat):
+        super().__init__(arrays)
+        self.flat = flat
+
+    def __reduce__(self):
+        # a copy (or pickle) of a view is an array of its own: rebuild the views instead
+        return views_of, (self.flat, [tuple(array.shape) for array in self])
+
+
+def size_of(shapes):
+    """The number of elements of arrays of ``shapes``, together."""
+    return sum(math.prod(shape) for shape in shapes)
+
+
+def views_of(flat, shapes):
+    """FlatArrays of consecutive views of the 1-D ``flat``, shaped like ``shapes`` (their
+    sizes add up to flat's)."""
+    xp = array_api_compat.array_namespace(flat)
+    views, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(xp.reshape(flat[start:start + size], tuple(shape)))
+        start += size
+    return FlatArrays(views, flat)
+
+
+def pack(arrays, flat):
+    """Copy ``arrays`` one after another into the 1-D ``flat`` (which may be longer)."""
+    xp = array_api_compat.array_namespace(flat)
+    start = 0
+    for array in arrays:
+        size = math.prod(array.shape)
+        flat[start:start + size] = xp.reshape(array, (size,))
+        start += size
+
+
+def unpack(flat, arrays):
+    """Copy the 1-D ``flat`` back into ``arrays`` (in place), in pack's order."""
+    xp = array_api_compat.array_namespace(flat)
+    start = 0
+    for array in arrays:
+        size = math.prod(array.shape)
+        array[...] = xp.reshape(flat[start:start + size], tuple(array.shape))
+        start += size
