@@ -207,10 +207,7 @@ def backend_of(array):
     if module in ("numpy", "cupy", "array_api_strict"):
         return get_backend(module)
     if is_array_object(array):
-        namespace = array_api_compat.array_namespace(array)
-        if namespace not in _generic:
-            _generic[namespace] = Backend(namespace)
-        return _generic[namespace]
+        return _generic_backend(array_api_compat.array_namespace(array))
     raise TypeError(
         f"expected an array of numpy, cupy or array_api_strict, got {type(array).__name__}"
     )
@@ -219,11 +216,19 @@ def backend_of(array):
 _generic = {}
 
 
+def _generic_backend(xp):
+    """The generic Backend over the array module or namespace ``xp``: one per namespace."""
+    namespace = compat_namespace(xp)
+    if namespace not in _generic:
+        _generic[namespace] = Backend(namespace)
+    return _generic[namespace]
+
+
 def backend_over(module_name):
-    """A generic Backend over the array module called ``module_name`` (e.g. "torch")."""
+    """The generic Backend over the array module called ``module_name`` (e.g. "torch")."""
     import importlib
 
-    return Backend(importlib.import_module(module_name))
+    return _generic_backend(importlib.import_module(module_name))
 
 
 def _pickled_by_name(backend):

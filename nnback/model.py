@@ -442,7 +442,7 @@ class Sequential:
         xp = self.xp
         last = self.layers[-1]
         if loss.output_activation is not None and type(last) is loss.output_activation:
-            pred = last.x if getattr(loss, "takes_logits", False) else out
+            pred = last.x if self._reads_logits(loss) else out
             value = loss.value(xp, pred, target)
             # (output − target)·scale, the plain-SGD factor folded into the scale
             grad = self.backend.scaled_difference(
@@ -574,10 +574,15 @@ class Sequential:
     def _loss_value(self, x, target, loss):
         """The loss on a prepared batch, by the prediction path (nothing saved). A loss that
         takes logits from a fused Softmax reads the output of the layers below it."""
-        last = self.layers[-1]
-        if getattr(loss, "takes_logits", False) and type(last) is loss.output_activation:
+        if self._reads_logits(loss):
             return loss.value(self.xp, self._infer(x, stop=len(self.layers) - 1), target)
         return loss.value(self.xp, self._infer(x), target)
+
+    def _reads_logits(self, loss):
+        """Whether ``loss`` takes the logits, the input of this model's last layer (a
+        Softmax it folds into its gradient), rather than the model's output."""
+        return getattr(loss, "takes_logits", False) and \
+            type(self.layers[-1]) is loss.output_activation
 
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,
