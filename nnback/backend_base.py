@@ -247,8 +247,13 @@ class Backend:
         return param
 
     def scaled_difference(self, a, b, scale, out=None):
-        """(a − b) · scale (a loss's gradient through its output activation)."""
+        """(a − b) · scale (a loss's gradient: (output − target) · c)."""
         return (a - b) * scale
+
+    def zero_if_finite(self, array):
+        """A 0-d array: 0 when every element of ``array`` is finite, else NaN (Σ 0·a: no
+        overflow, whatever the values)."""
+        return self.xp.sum(array * 0.0)
 
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov):
         """SGD with momentum, in place: v ← μ·v + g; p ← p − lr·v (Nesterov:

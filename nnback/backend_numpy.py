@@ -45,7 +45,7 @@ class NumpyBackend(Backend):
     def asarray(self, x, dtype=None):
         target = None if dtype is None else numpy.dtype(dtype)
         if isinstance(x, numpy.ndarray) and (target is None or x.dtype == target):
-            return x
+            return _canonical(x)
         return numpy.asarray(host_array(x), dtype=target)
 
     def zeros(self, shape, dtype):
@@ -55,7 +55,7 @@ class NumpyBackend(Backend):
         return numpy.empty(shape, dtype=dtype)
 
     def astype(self, array, dtype):
-        return array.astype(dtype, copy=False)
+        return _canonical(array.astype(dtype, copy=False))
 
     def copy(self, array):
         return array.copy()
@@ -182,6 +182,16 @@ class NumpyBackend(Backend):
         numpy.multiply(out, y, out=out)
         return numpy.multiply(out, grad_y, out=out)
 
+    def scaled_difference(self, a, b, scale, out=None):
+        if out is None or a.dtype is not out.dtype or b.dtype is not out.dtype:
+            return super().scaled_difference(a, b, scale)
+        numpy.subtract(a, b, out=out)
+        return numpy.multiply(out, scale, out=out)
+
+    def zero_if_finite(self, array):
+        # on the host the answer is at hand: no arithmetic with the values (no warnings)
+        return _ZERO if numpy.logical_and.reduce(numpy.isfinite(array), axis=None) else _NAN
+
     def tanh(self, x, out=None):
         if out is None or x.dtype is not out.dtype:
             return super().tanh(x)
@@ -259,10 +269,21 @@ class NumpyBackend(Backend):
 
 
 _BOOL = numpy.dtype(bool)
+_ZERO, _NAN = numpy.float64(0.0), numpy.float64("nan")
 # Elements of the largest scratch array an in-place update uses (1 MiB of float32).
 SCRATCH_SIZE = 1 << 18
 # Arrays up to this many elements take the per-call-cheapest sigmoid (see sigmoid).
 SMALL_SIZE = 64
+
+
+def _canonical(array):
+    """``array`` with NumPy's own dtype object: an unpickled array carries an equal but
+    distinct one, which the fast paths' ``is`` checks would turn away (a view, no copy)."""
+    dtype = array.dtype
+    if dtype.kind not in "biuf" or not dtype.isnative:
+        return array
+    own = numpy.dtype(dtype.char)
+    return array if dtype is own or dtype != own else array.view(own)
 
 
 def _cpu_name():

@@ -189,20 +189,20 @@ def classification_data(n_samples, n_features, n_classes, dtype, seed=0):
 
 
 def _nnback_step(backend, sizes, batch, dtype, activation, output, loss, lr, X, y):
-    """nnback's train step on a prepared batch (what fit runs per batch)."""
-    from .losses import get_loss
+    """nnback's public ``train_step`` on (X, y): host arrays on the numpy backend (checked
+    and converted every call, as a user's loop does), device arrays already there on
+    another backend."""
     from .model import MLP
     from .optim import SGD
 
     model = MLP(sizes, activation=activation, output=output, backend=backend, dtype=dtype,
                 seed=0)
-    loss = get_loss(loss)
     optimizer = SGD(lr=lr)
-    x = backend.asarray(X, dtype)
-    target = loss.prepare_target(backend, y, (batch, sizes[-1]), dtype)
+    if backend.name != "numpy":
+        X, y = backend.asarray(X, dtype), backend.asarray(y)
 
     def run():
-        model._step(x, target, loss, optimizer)
+        model.train_step(X, y, loss, optimizer)
         backend.synchronize()
 
     return run

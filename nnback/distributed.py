@@ -171,17 +171,14 @@ class DataParallel:
         return int(table[0, -1])
 
     @contextmanager
-    def training(self, model, shared_errors=()):
-        """fit's training loop: ``model._step`` shards and reduces through this object.
-        shared_errors: exceptions every rank raises at the same step (DivergenceError); any
-        other exception ends the job (see ``_together``)."""
-        model._parallel = None if self._world.size == 1 else self
-        try:
-            with self._together(shared_errors):
-                yield self
-                self._world.finish(self.timeout)
-        finally:
-            model._parallel = None
+    def training(self, shared_errors=()):
+        """fit's training loop, after ``attach``: yields what to hand the Trainer as its
+        ``parallel`` (this object, which shards each batch and reduces the gradients; None
+        in a world of one process). shared_errors: exceptions every rank raises at the
+        same step (DivergenceError); any other exception ends the job (see ``_together``)."""
+        with self._together(shared_errors):
+            yield None if self._world.size == 1 else self
+            self._world.finish(self.timeout)
 
     def shard(self, x, target):
         """This rank's rows of the batch (x, target): a contiguous slice, the sizes of any two

@@ -53,10 +53,11 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import threads
-from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
-from .model import MLP, _deferred_interrupt, _finite
-from .optim import SGD, Adam, Optimizer
+from .losses import BinaryLogLoss, HalfSquaredError, SoftmaxCrossEntropy
+from .model import MLP
+from .optim import SGD, Adam
 from .threads import ModelGuard
+from .training import Checkpoint, DivergenceError, NoImprovement, Trainer
 from .validation import (check_choice, check_fraction, check_positive_int,
                          check_positive_number)
 
@@ -69,48 +70,6 @@ _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "
 _OUTPUT_ACTIVATIONS = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
 _FLOAT_DTYPES = (numpy.float64, numpy.float32)  # float32/float64 kept, others -> float64
 _HOST_MODULES = ("numpy", "cupy", "array_api_strict")
-
-
-# -- losses as scikit-learn defines them --------------------------------------------------------
-class _HalfSquaredError(Loss):
-    """scikit-learn's squared_loss. Its value is ½·mean((pred − target)²) over all elements
-    (what loss_ reports); the gradient it trains with is (pred − target)/n_samples, the
-    gradient of ½·Σ(pred − target)²/n_samples. The two agree for one output and differ by
-    the factor n_outputs for several; both are kept as scikit-learn has them so that
-    loss_curve_ and tol mean the same."""
-
-    def value(self, xp, pred, target):
-        error = pred - target
-        return 0.5 * xp.mean(error * error)
-
-    def gradient(self, xp, pred, target):
-        return (pred - target) * (1.0 / pred.shape[0])
-
-
-class _BinaryLogLoss(BinaryCrossEntropy):
-    """scikit-learn's binary_log_loss: the cross-entropy summed over the outputs (labels) and
-    averaged over samples, so each label of a multilabel problem weighs as one binary
-    problem. After the Sigmoid output the gradient is (p − t)/n_samples."""
-
-    def value(self, xp, pred, target):
-        return super().value(xp, pred, target) * pred.shape[1]
-
-    def gradient(self, xp, pred, target):
-        return super().gradient(xp, pred, target) * pred.shape[1]
-
-    def gradient_scale(self, output):
-        return 1.0 / output.shape[0]
-
-
-class _NoUpdate(Optimizer):
-    """Leaves the parameters alone: model._step with it computes the loss and fills the
-    gradients only (what L-BFGS asks for)."""
-
-    def __init__(self):
-        super().__init__(lr=1.0)
-
-    def step(self, params, grads):
-        pass
 
 
 class _SklearnAdam(Adam):
@@ -127,26 +86,10 @@ class _SklearnAdam(Adam):
         super().step(params, grads)
 
 
-def _copy_parameters(model, into=None):
-    """Device copies of ``model``'s parameters (written into ``into``'s arrays when given):
-    early stopping's best weights. Only the weights: scikit-learn keeps the optimizer's
-    state when it restores them."""
-    if into is None:
-        return [model.backend.copy(param) for param in model.parameters()]
-    for saved, param in zip(into, model.parameters()):
-        saved[...] = param
-    return into
-
-
-def _restore_parameters(model, saved):
-    for param, value in zip(model.parameters(), saved):
-        param[...] = value
-
-
 class _SampleOrder:
     """scikit-learn's mini-batch order: each epoch shuffles the previous epoch's order with
     random_state (sklearn.utils.shuffle of the index array), so one random_state gives the
-    batches scikit-learn's MLP sees. Model._run_epoch calls permutation() once per epoch."""
+    batches scikit-learn's MLP sees. Trainer.epoch calls permutation() once per epoch."""
 
     def __init__(self, random_state, n_samples):
         self.random_state = random_state
@@ -485,14 +428,15 @@ class _BaseMLP(BaseEstimator):
         x = backend.astype(x, model.dtype)
         loss = self._make_loss()
         target = loss.prepare_target(backend, y, (x.shape[0], y.shape[1]), model.dtype)
+        trainer = Trainer(model, loss, alpha=self.alpha)
         try:
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(model, x, target, y, loss, incremental)
+                self._fit_stochastic(trainer, x, target, y, incremental)
             else:
-                self._fit_lbfgs(model, x, target, loss)
+                self._fit_lbfgs(trainer, x, target)
         finally:
             self._publish(model)
-        if not model._parameters_finite():  # the last update can overflow a finite loss
+        if not all(numpy.all(numpy.isfinite(array)) for array in self.coefs_ + self.intercepts_):
             raise ValueError(f"solver={self.solver!r} produced NaN or infinite weights; the "
                              "input data may contain large values: scale it (e.g. "
                              "StandardScaler) or lower learning_rate_init")
@@ -532,39 +476,40 @@ class _BaseMLP(BaseEstimator):
             return _SklearnAdam(self.learning_rate_init, (self.beta_1, self.beta_2),
                                 self.epsilon)
         return SGD(lr=self.learning_rate_init, momentum=self.momentum,
-                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
+                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
+                   schedule=self.learning_rate, power_t=self.power_t)
 
-    def _set_learning_rate(self, lr):
-        """Change the SGD learning rate between epochs as scikit-learn does. scikit-learn
-        keeps its velocity as v = μv − lr·g (the old rate inside); nnback's SGD keeps
-        v = μv + g and multiplies by the current rate, so v is rescaled by old/new."""
-        optimizer = self._optimizer
-        for velocity in optimizer.state_arrays():
-            velocity *= optimizer.lr / lr
-        optimizer.lr = lr
+    def _split_validation(self, backend, x, target, y):
+        """scikit-learn's early-stopping split: ((x_val, y_val as host labels), x_train,
+        target_train), stratified for single-output classifiers."""
+        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+        train_rows, val_rows = train_test_split(
+            numpy.arange(x.shape[0]), random_state=self._random_state,
+            test_size=self.validation_fraction, stratify=stratify)
+        if val_rows.shape[0] < 2:
+            raise ValueError(
+                f"The validation set is too small: validation_fraction="
+                f"{self.validation_fraction} of {x.shape[0]} samples gives "
+                f"{val_rows.shape[0]}; increase validation_fraction or the data set")
+        validation_set = (backend.take_rows(x, backend.asarray(val_rows)), y[val_rows])
+        train_rows = backend.asarray(train_rows)
+        return validation_set, backend.take_rows(x, train_rows), \
+            backend.take_rows(target, train_rows)
 
-    def _fit_stochastic(self, model, x, target, y, loss, incremental):
+    def _fit_stochastic(self, trainer, x, target, y, incremental):
+        """scikit-learn's stochastic solvers through the Trainer: its batch order, stopping
+        rule (NoImprovement, the optimizer's trigger_stopping), learning-rate schedules
+        (the optimizer's iteration_ends) and early stopping on a validation score."""
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True; set "
                              "early_stopping=False or use fit")
-        backend = model.backend
+        model = trainer.model
+        trainer.optimizer = optimizer = self._optimizer
         validation_set = None
         if self.early_stopping:
-            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-            train_rows, val_rows = train_test_split(
-                numpy.arange(x.shape[0]), random_state=self._random_state,
-                test_size=self.validation_fraction, stratify=stratify)
-            if val_rows.shape[0] < 2:
-                raise ValueError(
-                    f"The validation set is too small: validation_fraction="
-                    f"{self.validation_fraction} of {x.shape[0]} samples gives "
-                    f"{val_rows.shape[0]}; increase validation_fraction or the data set")
-            val_x = backend.take_rows(x, backend.asarray(val_rows))
-            validation_set = (val_x, y[val_rows])
-            train_rows = backend.asarray(train_rows)
-            x, target = backend.take_rows(x, train_rows), backend.take_rows(target, train_rows)
+            validation_set, x, target = self._split_validation(model.backend, x, target, y)
         n_samples = x.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
@@ -574,100 +519,74 @@ class _BaseMLP(BaseEstimator):
                               "training samples; it is clipped to the sample count")
             batch_size = min(self.batch_size, n_samples)
         order = _SampleOrder(self._random_state, n_samples) if self.shuffle else None
-        best = _copy_parameters(model) if self.early_stopping else None
-        optimizer = self._optimizer
+        best = Checkpoint(model.backend, model.trainable_arrays()[0]) \
+            if self.early_stopping else None
+        rule = NoImprovement(self.tol, self.n_iter_no_change, self._no_improvement_count,
+                             self.best_validation_score_ if self.early_stopping
+                             else -self.best_loss_)
         self.n_iter_ = 0
+
+        def end_of_epoch(epoch, history):
+            self.n_iter_ += 1
+            self.loss_ = history.loss[-1]
+            self.t_ += n_samples
+            self.loss_curve_.append(self.loss_)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+            if validation_set is None:
+                rule.update(-self.loss_)  # a loss: lower is better
+                self.best_loss_ = -rule.best
+            else:
+                output = model.backend.to_numpy(model.forward(validation_set[0],
+                                                              training=False))
+                score = self._score_output(output, validation_set[1]) \
+                    if numpy.all(numpy.isfinite(output)) else numpy.nan
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print(f"Validation score: {score:f}")
+                if rule.update(score):
+                    best.save()
+                self.best_validation_score_ = rule.best
+            self._no_improvement_count = rule.count
+            optimizer.iteration_ends(self.t_)
+            if rule.stalled:
+                what = "Validation score" if self.early_stopping else "Training loss"
+                if optimizer.trigger_stopping(
+                        f"{what} did not improve more than tol={self.tol:f} for "
+                        f"{self.n_iter_no_change} consecutive epochs.", self.verbose):
+                    return True
+                rule.count = self._no_improvement_count = 0
+            if not incremental and self.n_iter_ == self.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning)
+            return incremental  # partial_fit: one epoch
+
         try:
-            with _deferred_interrupt() as interrupted:
-                for _ in range(self.max_iter):
-                    with model._device_errors(batch_size):
-                        total = model._run_epoch(x, target, loss, optimizer, batch_size, order,
-                                                 interrupted, self.alpha)
-                    self.n_iter_ += 1
-                    self.loss_ = float(backend.to_numpy(total)) / n_samples
-                    if not _finite(self.loss_):
-                        raise ValueError(
-                            f"the training loss became {self.loss_} in iteration "
-                            f"{self.n_iter_} (learning rate {optimizer.lr}); the input data "
-                            "may contain large values: scale it (e.g. StandardScaler) or "
-                            "lower learning_rate_init")
-                    self.t_ += n_samples
-                    self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                    self._update_no_improvement_count(model, validation_set, best)
-                    if self.solver == "sgd" and self.learning_rate == "invscaling":
-                        self._set_learning_rate(
-                            self.learning_rate_init / (self.t_ + 1) ** self.power_t)
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if self._stop_or_slow_down():
-                            break
-                        self._no_improvement_count = 0
-                    if incremental:
-                        break
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(
-                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                            "reached and the optimization hasn't converged yet.",
-                            ConvergenceWarning)
+            trainer.fit(x, target, self.max_iter, batch_size, order,
+                        end_of_epoch=end_of_epoch)
+        except DivergenceError as error:
+            what = "the weights became NaN or infinite" if error.loss is None \
+                else f"the training loss became {error.loss}"
+            raise ValueError(
+                f"{what} in iteration {error.epoch} "
+                f"(learning rate {error.lr}); the input data may contain large values: "
+                "scale it (e.g. StandardScaler) or lower learning_rate_init") from None
         except KeyboardInterrupt:  # Ctrl-C stops after a step, as in scikit-learn
             warnings.warn("Training interrupted by user.")
         if best is not None:
-            _restore_parameters(model, best)
+            best.restore()
 
-    def _update_no_improvement_count(self, model, validation_set, best):
-        if validation_set is not None:
-            val_x, val_y = validation_set
-            output = model.backend.to_numpy(model.forward(val_x, training=False))
-            score = self._score_output(output, val_y) if numpy.all(numpy.isfinite(output)) \
-                else numpy.nan
-            self.validation_scores_.append(score)
-            if self.verbose:
-                print(f"Validation score: {score:f}")
-            if score < self.best_validation_score_ + self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                _copy_parameters(model, into=best)
-        else:
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
-
-    def _stop_or_slow_down(self):
-        """After n_iter_no_change epochs without improvement: True to stop; with
-        learning_rate="adaptive" (sgd) the rate is divided by 5 instead until it is 1e-6."""
-        what = "Validation score" if self.early_stopping else "Training loss"
-        message = (f"{what} did not improve more than tol={self.tol:f} for "
-                   f"{self.n_iter_no_change} consecutive epochs.")
-        if self.solver != "sgd" or self.learning_rate != "adaptive":
-            if self.verbose:
-                print(message + " Stopping.")
-            return True
-        if self._optimizer.lr <= 1e-6:
-            if self.verbose:
-                print(message + " Learning rate too small. Stopping.")
-            return True
-        self._set_learning_rate(self._optimizer.lr / 5.0)
-        if self.verbose:
-            print(message + f" Setting learning rate to {self._optimizer.lr:f}")
-        return False
-
-    def _fit_lbfgs(self, model, x, target, loss):
+    def _fit_lbfgs(self, trainer, x, target):
         """scipy's L-BFGS-B on the flat parameter vector (coefs then intercepts, float64 on
-        the host); each evaluation is one full-batch forward and backward pass on the
-        backend, so parameters go over and gradients come back once per evaluation."""
-        backend = model.backend
+        the host, as scikit-learn orders them); each evaluation is one full-batch forward
+        and backward pass of the Trainer on the backend, so parameters go over and
+        gradients come back once per evaluation."""
+        model, backend = trainer.model, trainer.backend
         params = model.parameters()
-        coef_params, intercept_params = params[0::2], params[1::2]
-        ordered = coef_params + intercept_params
+        ordered = params[0::2] + params[1::2]
         shapes = [tuple(param.shape) for param in ordered]
         bounds = numpy.cumsum([0] + [int(numpy.prod(shape)) for shape in shapes])
-        no_update = _NoUpdate()
 
         def set_parameters(flat):
             for param, start, stop, shape in zip(ordered, bounds, bounds[1:], shapes):
@@ -675,11 +594,10 @@ class _BaseMLP(BaseEstimator):
 
         def loss_and_gradient(flat):
             set_parameters(flat)
-            value = model._step(x, target, loss, no_update, self.alpha)
+            value, _ = trainer.compute_gradients(x, target)
             grads = model.gradients()
-            ordered_grads = grads[0::2] + grads[1::2]
             gradient = numpy.concatenate([backend.to_numpy(grad).ravel()
-                                          for grad in ordered_grads])
+                                          for grad in grads[0::2] + grads[1::2]])
             return float(backend.to_numpy(value)), gradient.astype(numpy.float64)
 
         start = numpy.concatenate([backend.to_numpy(param).ravel() for param in ordered])
@@ -752,7 +670,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _make_loss(self):
-        return SoftmaxCrossEntropy() if self.out_activation_ == "softmax" else _BinaryLogLoss()
+        return SoftmaxCrossEntropy() if self.out_activation_ == "softmax" else BinaryLogLoss()
 
     def _labels(self, output):
         if self.n_outputs_ == 1:
@@ -824,7 +742,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "identity"
 
     def _make_loss(self):
-        return _HalfSquaredError()
+        return HalfSquaredError()
 
     def _score_output(self, output, y):
         return r2_score(y, output)

@@ -22,6 +22,12 @@ class FlatArrays(list):
         return views_of, (self.flat, [tuple(array.shape) for array in self])
 
 
+def flat_pieces(arrays):
+    """[arrays.flat] for FlatArrays (one array holds them all), else the arrays: what to
+    copy or update to cover every array."""
+    return [arrays.flat] if type(arrays) is FlatArrays else list(arrays)
+
+
 def size_of(shapes):
     """The number of elements of arrays of ``shapes``, together."""
     return sum(math.prod(shape) for shape in shapes)

@@ -16,6 +16,7 @@ import numpy
 
 from .losses import get_loss
 from .model import Sequential
+from .training import Trainer, prediction_loss
 from . import validation
 
 
@@ -48,19 +49,17 @@ def gradcheck(model, X, y, loss="mse", eps=1e-6, check_input=False, details=Fals
     target = loss.prepare_target(backend, y, (x.shape[0], clone.n_outputs), "float64")
 
     def loss_at(x_device):
-        return float(backend.to_numpy(clone._loss_value(x_device, target, loss)))
+        return float(backend.to_numpy(prediction_loss(clone, x_device, target, loss)))
 
     def loss_with_weights():
         clone.set_weights(weights)
         return loss_at(x)
 
-    out = clone._forward(x)
-    _, grad, stop = clone._loss_and_gradient(out, target, loss)
-    grad_x = clone._backward(grad, stop, need_input_grad=True)
+    _, grad_x = Trainer(clone, loss).compute_gradients(x, target, need_input_grad=True)
     analytic = clone.get_gradients()
     weights = clone.get_weights()
     errors = {}
-    for name, weight, weight_grad in zip(clone._parameter_names(), weights, analytic):
+    for name, weight, weight_grad in zip(clone.parameter_names(), weights, analytic):
         errors[name] = _relative_error(weight_grad,
                                        _central_differences(weight, loss_with_weights, eps))
     if check_input:

@@ -150,12 +150,21 @@ class Dense(Layer):
     def backward(self, grad_y, need_input_grad=True):
         # y = x W + b  =>  dW = xᵀ·grad_y, db = Σ_rows grad_y, dx = grad_y·Wᵀ
         # (dW and db are overwritten in place from the second backward pass on)
-        self.dW = self.backend.matmul(self.x.T, grad_y, out=self.dW)
+        self.dW = self._kept(self.dW, self.backend.matmul(self.x.T, grad_y, out=self.dW))
         if self.b is not None:
-            self.db = self.backend.sum_rows(grad_y, out=self.db)
+            self.db = self._kept(self.db, self.backend.sum_rows(grad_y, out=self.db))
         if not need_input_grad:  # the first layer of a training step: nobody reads dx
             return None
         return self.backend.matmul(grad_y, self.W.T, out=self.buffer("grad_x", self.x.shape))
+
+    def _kept(self, held, result):
+        """The gradient array to keep: ``held`` with ``result``'s values where the backend
+        has views (a model's flat gradient array holds it) but did not write into it (a
+        fast path that did not apply), else ``result``."""
+        if held is None or result is held or not self.backend.flat_views:
+            return result
+        held[...] = result
+        return held
 
     def parameters(self):
         return [self.W] if self.b is None else [self.W, self.b]
@@ -164,70 +173,61 @@ class Dense(Layer):
         return [self.dW] if self.b is None else [self.dW, self.db]
 
     def set_parameters(self, values):
-        """Replace W (and b) with backend arrays of the right shapes (checked by the model)."""
-        self.W = values[0]
-        if self.b is not None:
-            self.b = values[1]
+        """Write the values of W (and b) into the layer's arrays (backend arrays of the right
+        shapes, checked by the model); the arrays themselves stay, so a model's flat
+        packing of them holds."""
+        for param, value in zip(self.parameters(), values):
+            param[...] = value
 
     def use_arrays(self, params, grads=None):
-        """Keep W (and b) in ``params``, holding their values, and, when given, write dW
-        (and db) into ``grads`` from now on (the model passes views of its flat arrays)."""
-        self.set_parameters(params)
+        """Keep W (and b) in ``params`` from now on (the caller copied their values in)
+        and, when given, write dW (and db) into ``grads`` (a model passes views of its
+        flat arrays)."""
+        self.W, self.b = params[0], (params[1] if self.b is not None else None)
         if grads is not None:
-            self.dW = grads[0]
-            if self.b is not None:
-                self.db = grads[1]
+            self.dW, self.db = grads[0], (grads[1] if self.b is not None else None)
 
     def get_config(self):
         return {"n_in": self.n_in, "n_out": self.n_out, "bias": self.bias}
 
 
-class Sigmoid(Layer):
-    """y = 1 / (1 + e^-x), computed without overflow for any x."""
+class _Elementwise(Layer):
+    """An activation computed by the backend methods ``<function>(x)`` and
+    ``<function>_backward(grad_y, y)``, whose derivative is a function of its output y
+    (saved by forward)."""
+
+    function = None
 
     def forward(self, x):
         self.y = self.infer(x, self.buffer)
         return self.y
 
     def infer(self, x, buffer):
-        return x if self.applied_by_dense else self.backend.sigmoid(x, out=buffer("y", x.shape))
+        if self.applied_by_dense:  # the Dense layer below applied it already
+            return x
+        return getattr(self.backend, self.function)(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
-        # dy/dx = y (1 - y), from the saved output
-        return self.backend.sigmoid_backward(grad_y, self.y,
-                                             out=self.buffer("grad_x", grad_y.shape))
+        return getattr(self.backend, self.function + "_backward")(
+            grad_y, self.y, out=self.buffer("grad_x", grad_y.shape))
 
 
-class Tanh(Layer):
-    """y = tanh(x)."""
+class Sigmoid(_Elementwise):
+    """y = 1 / (1 + e^-x), computed without overflow for any x; dy/dx = y (1 − y)."""
 
-    def forward(self, x):
-        self.y = self.infer(x, self.buffer)
-        return self.y
-
-    def infer(self, x, buffer):
-        return x if self.applied_by_dense else self.backend.tanh(x, out=buffer("y", x.shape))
-
-    def backward(self, grad_y):
-        # dy/dx = 1 - y²
-        return self.backend.tanh_backward(grad_y, self.y,
-                                          out=self.buffer("grad_x", grad_y.shape))
+    function = "sigmoid"
 
 
-class ReLU(Layer):
-    """y = max(x, 0)."""
+class Tanh(_Elementwise):
+    """y = tanh(x); dy/dx = 1 − y²."""
 
-    def forward(self, x):
-        self.y = self.infer(x, self.buffer)
-        return self.y
+    function = "tanh"
 
-    def infer(self, x, buffer):
-        return x if self.applied_by_dense else self.backend.relu(x, out=buffer("y", x.shape))
 
-    def backward(self, grad_y):
-        # dy/dx = 1 where x > 0 (equivalently y > 0), else 0
-        return self.backend.relu_backward(grad_y, self.y,
-                                          out=self.buffer("grad_x", grad_y.shape))
+class ReLU(_Elementwise):
+    """y = max(x, 0); dy/dx = 1 where x > 0 (equivalently y > 0), else 0."""
+
+    function = "relu"
 
 
 class LeakyReLU(Layer):
@@ -337,3 +337,31 @@ def layer_from_config(kind, config):
     if kind not in LAYER_TYPES:
         raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
     return LAYER_TYPES[kind](**config)
+
+
+def forward_through(layers, x):
+    """x through each layer's forward (the training pass: each keeps what its backward
+    needs); returns the last layer's output."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def backward_through(layers, grad, need_input_grad=False):
+    """grad (dLoss/d output of the last of ``layers``) back through them, top to bottom,
+    filling their gradients; returns dLoss/d input of the first, or None when not
+    ``need_input_grad`` and the first is a Dense layer (nobody reads it in a step)."""
+    for position in range(len(layers) - 1, -1, -1):
+        layer = layers[position]
+        if position == 0 and isinstance(layer, Dense):
+            return layer.backward(grad, need_input_grad=need_input_grad)
+        grad = layer.backward(grad)
+    return grad
+
+
+def infer_through(layers, buffers, x):
+    """x through each layer's infer, with that layer's buffers (a list parallel to
+    ``layers``): the prediction pass, saving nothing."""
+    for layer, buffer in zip(layers, buffers):
+        x = layer.infer(x, buffer)
+    return x

@@ -18,10 +18,12 @@ class Loss:
     it was called ``fused_activation``, a name now kept for the Dense layers that a backend
     fuses with their activation). ``reduction``: "mean" when the loss averages over the
     batch, "sum" when it adds up (data-parallel training weights the ranks' gradients by
-    it)."""
+    it). ``gradient_is_scaled_difference``: the gradient is (pred − target) ·
+    gradient_scale(pred), which a backend computes in one pass."""
 
     reduction = "mean"
     output_activation = None
+    gradient_is_scaled_difference = False
     target_kind = "values"  # "values", "probabilities" (in [0, 1]) or "classes"
     pred_kind = "values"  # "values" or "probabilities" (in [0, 1])
 
@@ -55,8 +57,20 @@ class Loss:
         raise NotImplementedError
 
     def gradient_scale(self, output):
-        """c where dL/dz through the fused output activation is (output − target)·c."""
+        """c where the gradient is (output − target)·c: with respect to the logits z when
+        the output activation is folded in (output = activation(z)), else with respect
+        to the prediction (for a loss whose gradient_is_scaled_difference)."""
         raise NotImplementedError
+
+    def folds(self, last_layer):
+        """Whether this loss folds ``last_layer`` (a model's output layer) into its
+        gradient, so that backpropagation starts below it."""
+        return self.output_activation is not None and type(last_layer) is self.output_activation
+
+    def reads_logits(self, last_layer):
+        """Whether this loss takes the input of ``last_layer`` (the logits of a folded
+        Softmax) rather than the model's output."""
+        return getattr(self, "takes_logits", False) and self.folds(last_layer)
 
     def gradient_through_activation(self, xp, output, target):
         """dL/dz where output = output_activation(z): (output − target) · gradient_scale. A
@@ -71,19 +85,25 @@ class Loss:
 class MSE(Loss):
     """L = mean((pred − target)²) over all elements."""
 
+    gradient_is_scaled_difference = True
+
     def value(self, xp, pred, target):
         error = pred - target
         return xp.mean(error * error)
 
     def gradient(self, xp, pred, target):
-        # dL/dpred = 2 (pred − target) / n_elements
-        return (pred - target) * (2.0 / _size(pred))
+        return (pred - target) * self.gradient_scale(pred)
+
+    def gradient_scale(self, pred):
+        """dL/dpred = 2 (pred − target) / n_elements."""
+        return 2.0 / _size(pred)
 
 
 class SSE(Loss):
     """L = ½ Σ (pred − target)², the classic tutorial loss (its gradient is pred − target)."""
 
     reduction = "sum"
+    gradient_is_scaled_difference = True
 
     def value(self, xp, pred, target):
         error = pred - target
@@ -91,6 +111,23 @@ class SSE(Loss):
 
     def gradient(self, xp, pred, target):
         return pred - target
+
+    def gradient_scale(self, pred):
+        return 1.0
+
+
+class HalfSquaredError(MSE):
+    """scikit-learn's squared_error for MLPRegressor. Its value is ½·mean((pred − target)²)
+    over all elements (what loss_ reports); the gradient it trains with is
+    (pred − target)/n_samples, the gradient of ½·Σ(pred − target)²/n_samples. The two agree
+    for one output and differ by the factor n_outputs for several; both are kept as
+    scikit-learn has them so that loss_curve_ and tol mean the same."""
+
+    def value(self, xp, pred, target):
+        return 0.5 * super().value(xp, pred, target)
+
+    def gradient_scale(self, pred):
+        return 1.0 / pred.shape[0]
 
 
 class BinaryCrossEntropy(Loss):
@@ -113,6 +150,22 @@ class BinaryCrossEntropy(Loss):
     def gradient_scale(self, output):
         """dL/dz where output = sigmoid(z) is (output − target) / n_elements."""
         return 1.0 / _size(output)
+
+
+class BinaryLogLoss(BinaryCrossEntropy):
+    """scikit-learn's binary_log_loss for MLPClassifier: the cross-entropy summed over the
+    outputs (labels) and averaged over samples, so that each label of a multilabel problem
+    weighs as one binary problem. After the Sigmoid output the gradient is
+    (p − t)/n_samples."""
+
+    def value(self, xp, pred, target):
+        return super().value(xp, pred, target) * pred.shape[1]
+
+    def gradient(self, xp, pred, target):
+        return super().gradient(xp, pred, target) * pred.shape[1]
+
+    def gradient_scale(self, output):
+        return 1.0 / output.shape[0]
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -149,6 +202,8 @@ LOSSES = {
     "bce": BinaryCrossEntropy,
     "softmax_crossentropy": SoftmaxCrossEntropy,
     "crossentropy": SoftmaxCrossEntropy,
+    "half_squared_error": HalfSquaredError,
+    "binary_log_loss": BinaryLogLoss,
 }
 
 

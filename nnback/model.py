@@ -1,4 +1,5 @@
-"""Sequential and MLP: forward, backward, train_step, fit, predict, and History.
+"""Sequential and MLP: building, forward and backward, the weights, predict and evaluate,
+and thin ``train_step``/``fit`` over the one training loop (nnback.training).
 
 A model is a list of layers bound to one Backend and one dtype. Data crosses between host
 and device only at the edges: inputs once per call (once per fit), predictions and the
@@ -7,60 +8,23 @@ per-epoch loss on the way out.
 import functools
 import math
 import operator
-import signal
 import threading
 import weakref
-from contextlib import contextmanager, nullcontext
 
 from .backend import check_dtype, get_backend
-from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_layer,
-                     activation_name)
-from .losses import get_loss
 from .flat import pack, size_of, views_of
+from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_layer,
+                     activation_name, backward_through, forward_through,
+                     infer_through)
+from .losses import get_loss
 from .optim import Optimizer, get_optimizer
-from . import fileformat, validation
-from . import threads
+from .training import (DeviceErrors, DivergenceError, History, Progress, Trainer,
+                       prediction_loss)
+from . import fileformat, threads, validation
 from .threads import ModelGuard
 from .validation import ShapeError, check_bool, check_positive_int, check_seed
 
-
-class DivergenceError(FloatingPointError):
-    """The training loss became NaN or infinite; the model holds the weights of the last
-    finite epoch (``epoch`` and ``lr`` say where and with what learning rate)."""
-
-    def __init__(self, message, epoch=None, lr=None):
-        super().__init__(message)
-        self.epoch = epoch
-        self.lr = lr
-
-
-class History:
-    """What fit recorded, one entry per completed epoch (Keras's History).
-
-    loss: mean training loss of each epoch (each mini-batch's loss weighted by its size).
-    val_loss: loss on validation_data after each epoch (empty without validation data).
-    """
-
-    def __init__(self):
-        self.loss = []
-        self.val_loss = []
-        self.epoch = []
-
-    @property
-    def history(self):
-        """{"loss": [...], "val_loss": [...]} (Keras's History.history)."""
-        record = {"loss": self.loss}
-        if self.val_loss:
-            record["val_loss"] = self.val_loss
-        return record
-
-    def __len__(self):
-        return len(self.epoch)
-
-    def __repr__(self):
-        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
-        return f"<History: {len(self)} epochs{last}>"
-
+__all__ = ["Sequential", "MLP", "History", "DivergenceError"]  # the last two: from training
 
 _training = functools.partial(threads.training, guard_of=operator.attrgetter("_guard"))
 _predicting = functools.partial(threads.predicting, guard_of=operator.attrgetter("_guard"))
@@ -82,7 +46,7 @@ class Sequential:
     nnback.threads and docs/threads.md).
     """
 
-    _parallel = None  # a nnback.distributed.DataParallel while a distributed fit trains
+    gradient_scale = None  # the factor in the last backward's gradients (see get_gradients)
 
     def __init__(self, layers, backend="auto", dtype="float32", seed=None, allow_tf32=False):
         try:
@@ -132,7 +96,7 @@ class Sequential:
                 layer.build(self.backend, self.dtype)
             layer._owner = weakref.ref(self)
         self._mark_fused_pairs()
-        self._pack(gradients=False)  # parameters in one flat array from the start: _trainable
+        self._pack_parameters()
         self._start_threading()
 
     def _start_threading(self):
@@ -149,7 +113,8 @@ class Sequential:
         """A copy or pickle holds the layers, arrays and backend (by name); not the guard,
         the threads' buffers or the module ``xp``, which are made anew."""
         state = dict(self.__dict__)
-        for name in ("_guard", "_per_thread", "_serial_predictions", "xp"):
+        for name in ("_guard", "_per_thread", "_serial_predictions", "xp", "_flat_params",
+                     "_flat_grads"):
             state.pop(name, None)
         return state
 
@@ -158,6 +123,7 @@ class Sequential:
         self.xp = self.backend.xp
         for layer in self.layers:
             layer._owner = weakref.ref(self)
+        self._pack_parameters()  # a copy's layers hold arrays of their own, not views
         self._start_threading()
 
     def _mark_fused_pairs(self):
@@ -229,26 +195,21 @@ class Sequential:
     @_training("forward")
     def _forward_by_hand(self, x, single):
         self._last_forward = None  # a forward that fails half-way leaves nothing to backward
-        with self._device_errors(x.shape[0], training=False):
-            out = self.backend.copy(self._forward(x))  # the layers reuse their output buffers
+        with DeviceErrors(self, x.shape[0], training=False):
+            # a copy: the layers reuse their output buffers
+            out = self.backend.copy(forward_through(self.layers, x))
         self._last_forward = (tuple(out.shape), single)
         return out
 
     @_predicting("forward(training=False)")
     def _predict_on_device(self, x):
-        with self._device_errors(x.shape[0], training=False):
-            return self.backend.copy(self._infer(x))
+        with DeviceErrors(self, x.shape[0], training=False):
+            return self.backend.copy(self.infer(x))
 
-    def _forward(self, x):
-        """The training forward pass: each layer keeps what its backward needs."""
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
-
-    def _infer(self, x, stop=None):
-        """Output of layers[:stop] for a prepared backend array x, saving nothing: each
-        layer writes into this thread's own buffers, so threads predict at once. The
-        result is valid until this thread's next prediction."""
+    def infer(self, x, stop=None):
+        """Output of layers[:stop] for a prepared backend array x (nothing checked), saving
+        nothing: each layer writes into this thread's own buffers, so threads predict at
+        once. The result is valid until this thread's next prediction."""
         try:
             buffers = self._per_thread.buffers
         except AttributeError:
@@ -256,9 +217,9 @@ class Sequential:
                                                   for _ in self.layers]
         layers = self.layers if stop is None else self.layers[:stop]
         if self._serial_predictions is None:
-            return _infer_through(layers, buffers, x)
+            return infer_through(layers, buffers, x)
         with self._serial_predictions:
-            return _infer_through(layers, buffers, x)
+            return infer_through(layers, buffers, x)
 
     @_training("backward")
     def backward(self, grad_out):
@@ -278,19 +239,10 @@ class Sequential:
             )
         grad = self.xp.reshape(grad_out, shape) if single else grad_out
         grad = self.backend.astype(grad, self.dtype)
-        self._gradient_scale = 1.0  # these gradients are the plain ones (see _step)
-        grad_in = self.backend.copy(self._backward(grad, len(self.layers), need_input_grad=True))
+        self.trainable_arrays()  # the gradients go where training puts them
+        self.gradient_scale = 1.0  # these gradients are the plain ones
+        grad_in = self.backend.copy(backward_through(self.layers, grad, need_input_grad=True))
         return grad_in[0, ...] if single else grad_in
-
-    def _backward(self, grad, stop, need_input_grad=False):
-        """Backward through layers[:stop], top to bottom; returns dLoss/dinput or None."""
-        for position in range(stop - 1, -1, -1):
-            layer = self.layers[position]
-            if position == 0 and isinstance(layer, Dense):
-                grad = layer.backward(grad, need_input_grad=need_input_grad)
-            else:
-                grad = layer.backward(grad)
-        return grad
 
     # -- parameters -------------------------------------------------------------------------
     def parameters(self):
@@ -300,13 +252,10 @@ class Sequential:
     def gradients(self):
         return [grad for layer in self.layers for grad in layer.gradients()]
 
-    def _parameter_names(self):
-        names = []
-        for layer in self.dense_layers:
-            names.append(f"W of Dense layer {layer.number}")
-            if layer.bias:
-                names.append(f"b of Dense layer {layer.number}")
-        return names
+    def parameter_names(self):
+        """"W of Dense layer 1", "b of Dense layer 1", ... in the order of parameters()."""
+        return [f"{name} of Dense layer {layer.number}" for layer in self.dense_layers
+                for name in ("W", "b")[:len(layer.parameters())]]
 
     def get_weights(self):
         """[W1, b1, W2, b2, ...] as host NumPy arrays (copies); W: (n_in, n_out), b: (n_out,)."""
@@ -316,7 +265,7 @@ class Sequential:
         """Replace the parameters with ``weights`` (the order and shapes of get_weights),
         cast to the model's dtype. Nothing changes unless every array fits."""
         params = self.parameters()
-        names = self._parameter_names()
+        names = self.parameter_names()
         if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
             raise TypeError(f"set_weights expects a list of {len(params)} arrays "
                             f"({', '.join(names)}), got {type(weights).__name__}")
@@ -341,51 +290,53 @@ class Sequential:
 
     def get_gradients(self):
         """The gradients of the last backward pass, as host NumPy arrays in get_weights order."""
-        grads = self.gradients()
-        if any(grad is None for grad in grads):
+        if self.gradient_scale is None:
             raise RuntimeError("no gradients yet: call model.backward(grad) after forward")
-        scale = getattr(self, "_gradient_scale", 1.0)  # a training step may fold one in
-        if scale != 1.0:
-            return [self.backend.to_numpy(grad) / scale for grad in grads]
-        return [self.backend.to_numpy(grad) for grad in grads]
+        grads = [self.backend.to_numpy(grad) for grad in self.gradients()]
+        if self.gradient_scale != 1.0:  # a training step folded a factor in (see Trainer)
+            return [grad / self.gradient_scale for grad in grads]
+        return grads
 
-    def _snapshot(self, optimizer, into=None):
-        """What fit restores when an epoch fails: device copies of the parameters and of
-        ``optimizer``'s state, and its step count. Copies into ``into``'s arrays when it
-        has the same layout (the state appears on the optimizer's first step)."""
-        arrays = self.parameters() + optimizer.state_arrays()
-        if into is not None and len(into[0]) == len(arrays):
-            copies = into[0]
-            for saved, array in zip(copies, arrays):
-                saved[...] = array
-        else:
-            copies = [self.backend.copy(array) for array in arrays]
-        return copies, optimizer.iterations, optimizer.state is not None
+    def trainable_arrays(self):
+        """(params, grads): what an optimizer updates. Where the backend's reshaped slices
+        are views (numpy, cupy), every parameter lives in one flat array and every gradient
+        in another (FlatArrays: each layer's W, b, dW, db are views of them), so that an
+        optimizer updates each in one pass; the gradients' flat array is made on the
+        first call."""
+        if self._flat_params is None:
+            return self.parameters(), self.gradients()
+        if self._flat_grads is None:
+            self._flat_grads = self._flat_copy(None)
+            self._use_flat_arrays()
+        return self._flat_params, self._flat_grads
 
-    def _restore(self, snapshot, optimizer):
-        copies, iterations, had_state = snapshot
-        if not had_state:
-            optimizer.reset()
-        for array, saved in zip(self.parameters() + optimizer.state_arrays(), copies):
-            array[...] = saved
-        optimizer.iterations = iterations
+    def _pack_parameters(self):
+        """Move the parameters into one flat array (see trainable_arrays), keeping their
+        values; called when the model is made or copied."""
+        layers = [layer for layer in self.layers if layer.parameters()]
+        self._flat_params = self._flat_grads = None
+        if self.backend.flat_views and all(isinstance(layer, Dense) for layer in layers):
+            self._flat_params = self._flat_copy(self.parameters())
+            self._use_flat_arrays()
 
-    def _parameters_finite(self):
-        """Whether every parameter is finite (one reduction brought to the host)."""
-        return bool(self.backend.to_numpy(self._finite_on_device()))
+    def _flat_copy(self, arrays):
+        """FlatArrays shaped like the parameters over one new flat array holding
+        ``arrays``'s values (zeros when None)."""
+        shapes = [tuple(param.shape) for param in self.parameters()]
+        flat = self.backend.zeros((size_of(shapes),), self.dtype)
+        if arrays is not None:
+            pack(arrays, flat)
+        return views_of(flat, shapes)
 
-    def _finite_on_device(self):
-        """A 0-d backend bool array: whether every parameter is finite (no sync)."""
-        xp = self.xp
-        return xp.all(xp.stack([xp.all(xp.isfinite(param)) for param in self.parameters()]))
+    def _use_flat_arrays(self):
+        start = 0
+        for layer in self.dense_layers:
+            stop = start + len(layer.parameters())
+            grads = None if self._flat_grads is None else self._flat_grads[start:stop]
+            layer.use_arrays(self._flat_params[start:stop], grads)
+            start = stop
 
-    def _epoch_result(self, total, n_samples):
-        """(mean loss of the epoch, whether the weights are finite) from the epoch's summed
-        loss ``total`` (a 0-d backend array): both cross to the host in one transfer."""
-        total, finite = self.backend.scalars_to_host(total, self._finite_on_device())
-        return total / n_samples, bool(finite)
-
-    def _memory_estimate(self, batch_size, training=True):
+    def memory_estimate(self, batch_size, training=True):
         """Rough bytes a step on ``batch_size`` rows needs on the device: the parameters
         (with gradients and up to two optimizer state arrays when training) and every
         layer's output for the batch (with its gradient when training)."""
@@ -395,29 +346,25 @@ class Sequential:
         copies = 2 if training else 1
         return itemsize * (batch_size * widths * copies + n_params * (4 if training else 1))
 
-    @contextmanager
-    def _device_errors(self, batch_size, training=True):
-        """Within the block, a backend's own error that it can explain (a GPU out of memory)
-        comes out as the nnback error it translates to, naming the batch size and the
-        memory the step needs."""
-        try:
-            yield
-        except Exception as exc:
-            error = self.backend.translate_error(
-                exc, batch_size, self._memory_estimate(batch_size, training))
-            if error is None:
-                raise
-            raise error from exc
-
     # -- prediction -------------------------------------------------------------------------
     @_predicting("predict")
     def predict(self, X):
         """Host NumPy predictions: X (n_samples, n_features) -> (n_samples, n_outputs); a
         single 1-D sample (n_features,) -> (n_outputs,). Safe from any number of threads."""
         x, single = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
-        with self._device_errors(x.shape[0], training=False):
-            out = self.backend.to_numpy(self._infer(x))
+        with DeviceErrors(self, x.shape[0], training=False):
+            out = self.backend.to_numpy(self.infer(x))
         return out[0] if single else out
+
+    @_predicting("evaluate")
+    def evaluate(self, X, y, loss="mse"):
+        """The loss of the model on (X, y), as a float (no training; safe from any number
+        of threads)."""
+        loss = get_loss(loss)
+        x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
+        target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
+        with DeviceErrors(self, x.shape[0], training=False):
+            return float(self.backend.to_numpy(prediction_loss(self, x, target, loss)))
 
     # -- training ---------------------------------------------------------------------------
     @_training("train_step")
@@ -430,159 +377,9 @@ class Sequential:
         x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
         target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
         self._last_forward = None  # the layers' saved inputs are about to be replaced
-        with self._device_errors(x.shape[0]):
-            value = self._step(x, target, loss, optimizer, alpha)
+        with DeviceErrors(self, x.shape[0]):
+            value = Trainer(self, loss, optimizer, alpha).step(x, target)
             return float(self.backend.to_numpy(value))
-
-    def _loss_and_gradient(self, out, target, loss, factor=1.0):
-        """(loss value, factor · dLoss/d(input of layers[stop-1]), stop). A loss with a fused
-        output activation (Sigmoid + BCE, Softmax + SoftmaxCrossEntropy) takes the gradient
-        with respect to the logits in one stable expression and skips that layer's
-        backward."""
-        xp = self.xp
-        last = self.layers[-1]
-        if loss.output_activation is not None and type(last) is loss.output_activation:
-            pred = last.x if self._reads_logits(loss) else out
-            value = loss.value(xp, pred, target)
-            # (output − target)·scale, the plain-SGD factor folded into the scale
-            grad = self.backend.scaled_difference(
-                out, target, loss.gradient_scale(out) * factor,
-                out=last.buffer("grad_logits", tuple(out.shape)))
-            return value, grad, len(self.layers) - 1
-        grad = loss.gradient(xp, out, target)
-        return loss.value(xp, out, target), grad if factor == 1.0 else grad * factor, \
-            len(self.layers)
-
-    def _step(self, x, target, loss, optimizer, alpha=0.0):
-        """Train on one prepared batch; returns the loss as a 0-d backend array (no sync).
-        In a distributed fit this rank trains on its shard of the batch and the gradients
-        and loss become the whole batch's before the update (nnback.distributed)."""
-        packed = getattr(self, "_packed", None)
-        if packed is None or packed and packed[1] is None:
-            self._pack(gradients=True)  # room for the gradients before the first backward
-        n_rows = x.shape[0]
-        if self._parallel is not None:
-            x, target = self._parallel.shard(x, target)
-        # An optimizer whose update is a fixed multiple of the gradient (plain SGD: −lr)
-        # has it folded into the loss gradient: everything backpropagated is linear in it,
-        # so the "gradients" computed are then the update itself, and the optimizer adds
-        # them in one pass. get_gradients() divides the factor out again.
-        fold = optimizer.folded_scale()
-        self._gradient_scale = 1.0 if fold is None else fold
-        out = self._forward(x)
-        value, grad, stop = self._loss_and_gradient(out, target, loss, self._gradient_scale)
-        self._backward(grad, stop)
-        if self._parallel is not None:
-            value = self._parallel.reduce(value, self.gradients())
-        if alpha:
-            value = value + self._add_l2(alpha / n_rows)
-        params, grads = self._trainable()
-        if fold is None:
-            optimizer.step(params, grads)
-        else:
-            optimizer.step_folded(params, grads)
-        return value
-
-    def _trainable(self):
-        """(params, grads): the lists the optimizer updates (the gradients are those of the
-        last backward pass).
-
-        Where the backend's reshaped slices are views (numpy), every parameter lives in one
-        flat array and every gradient in another, each layer's W, b, dW, db being views
-        of them; the lists are FlatArrays, so the optimizer (its state made alike) updates
-        each flat array in one pass instead of making a few calls per parameter, most of a
-        small network's step. The parameters are packed when the model is made, so that
-        arrays others hold (model.parameters()) stay the model's; the gradients on the
-        first training step. A layer whose arrays were replaced (Dense.set_parameters) is
-        packed again, keeping its values."""
-        packed = getattr(self, "_packed", None)
-        if packed is False:
-            return self.parameters(), self.gradients()
-        if packed is not None and packed[1] is not None and self._still_packed(packed, True):
-            return packed[0], packed[1]
-        return self._pack(gradients=True)
-
-    def _still_packed(self, packed, with_gradients):
-        """Whether every layer still holds the views in ``packed`` (its W and b, and its dW
-        and db if ``with_gradients``)."""
-        params, _, layers = packed
-        if layers[0][0].W.base is not params.flat:  # a copy or unpickling turns views
-            return False                           # into arrays of their own
-        for layer, (W, b, dW, db) in layers:
-            if layer.W is not W or layer.b is not b or with_gradients and (
-                    layer.dW is not dW or layer.db is not db):
-                return False
-        return True
-
-    def _pack(self, gradients):
-        """Move the parameters (unless still packed) and, with ``gradients``, the gradients
-        into flat arrays, keeping their values; returns (params, grads) as _trainable."""
-        layers = [layer for layer in self.layers if layer.parameters()]
-        if not self.backend.flat_views or not all(isinstance(layer, Dense) for layer in layers):
-            self._packed = False  # not packable, and no need to try again
-            return self.parameters(), self.gradients()
-        packed = getattr(self, "_packed", None)
-        params = self.parameters()
-        shapes = [tuple(param.shape) for param in params]
-        if packed is not None and self._still_packed(packed, False):
-            param_views = packed[0]
-        else:
-            param_views = self._flat_copy(params, shapes)
-        grad_views = None
-        if gradients:
-            grads = self.gradients()
-            grad_views = self._flat_copy(  # none before the first backward pass
-                grads if all(grad is not None for grad in grads) else None, shapes)
-        start = 0
-        for layer in layers:
-            stop = start + len(layer.parameters())
-            layer.use_arrays(param_views[start:stop],
-                             None if grad_views is None else grad_views[start:stop])
-            start = stop
-        self._packed = (param_views, grad_views,
-                        [(layer, (layer.W, layer.b, layer.dW, layer.db)) for layer in layers])
-        return param_views, grad_views
-
-    def _flat_copy(self, arrays, shapes):
-        """FlatArrays of ``shapes`` over one new flat array, holding the values of
-        ``arrays`` (zeros when it is None)."""
-        flat = self.backend.zeros((size_of(shapes),), self.dtype)
-        if arrays is not None:
-            pack(arrays, flat)
-        return views_of(flat, shapes)
-
-    def _add_l2(self, scale):
-        """Add scale·W to each dW (weights only, not biases; times the factor folded into
-        the gradients, see _step); returns ½·scale·Σ‖W‖²."""
-        penalty = 0.0
-        folded = scale * getattr(self, "_gradient_scale", 1.0)
-        for layer in self.dense_layers:
-            self.backend.scaled_add(layer.dW, layer.W, folded)
-            penalty = penalty + self.xp.sum(layer.W * layer.W)
-        return 0.5 * scale * penalty
-
-    @_predicting("evaluate")
-    def evaluate(self, X, y, loss="mse"):
-        """The loss of the model on (X, y), as a float (no training; safe from any number
-        of threads)."""
-        loss = get_loss(loss)
-        x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
-        target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
-        with self._device_errors(x.shape[0], training=False):
-            return float(self.backend.to_numpy(self._loss_value(x, target, loss)))
-
-    def _loss_value(self, x, target, loss):
-        """The loss on a prepared batch, by the prediction path (nothing saved). A loss that
-        takes logits from a fused Softmax reads the output of the layers below it."""
-        if self._reads_logits(loss):
-            return loss.value(self.xp, self._infer(x, stop=len(self.layers) - 1), target)
-        return loss.value(self.xp, self._infer(x), target)
-
-    def _reads_logits(self, loss):
-        """Whether ``loss`` takes the logits, the input of this model's last layer (a
-        Softmax it folds into its gradient), rather than the model's output."""
-        return getattr(loss, "takes_logits", False) and \
-            type(self.layers[-1]) is loss.output_activation
 
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,
@@ -608,111 +405,48 @@ class Sequential:
         current step with a consistent model, and History holds the completed epochs.
         """
         loss = get_loss(loss)
-        if isinstance(optimizer, Optimizer):
-            if lr is not None:
-                raise ValueError("lr is for an optimizer given by name; set the learning rate "
-                                 "on the optimizer you built (nb.SGD(lr=...))")
+        if isinstance(optimizer, Optimizer) and lr is not None:
+            raise ValueError("lr is for an optimizer given by name; set the learning rate "
+                             "on the optimizer you built (nb.SGD(lr=...))")
         optimizer = get_optimizer(optimizer, lr)
         epochs = check_positive_int("epochs", epochs)
         if batch_size is not None:
             batch_size = check_positive_int("batch_size", batch_size)
-        shuffle = check_bool("shuffle", shuffle)
+        shuffle, verbose = check_bool("shuffle", shuffle), check_bool("verbose", verbose)
         seed = check_seed("seed", seed)
-        verbose = check_bool("verbose", verbose)
         alpha = validation.check_fraction("alpha", alpha, high=float("inf"))
-        x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
-        n_samples = x.shape[0]
-        target = loss.prepare_target(self.backend, y, (n_samples, self.n_outputs), self.dtype)
-        validation_set = None
+        x, target = self._prepared(X, y, loss, "X")
         if validation_data is not None:
             try:
                 X_val, y_val = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            x_val, _ = validation.prepare_input(self.backend, X_val, self.n_features_in,
-                                                self.dtype, name="X_val")
-            validation_set = (x_val, loss.prepare_target(
-                self.backend, y_val, (x_val.shape[0], self.n_outputs), self.dtype, ))
-        batch_size = min(batch_size or n_samples, n_samples)
-        parallel = None
-        if distributed:
-            from .distributed import data_parallel
-
-            parallel = data_parallel(distributed)
-            seed = parallel.attach(self, x, target, loss, optimizer, seed)
-            verbose = verbose and parallel.is_root
-        history = History()
-        self.history = history
+            validation_data = self._prepared(X_val, y_val, loss, "X_val")
+        batch_size = min(batch_size or x.shape[0], x.shape[0])
+        self.history = History()
         self._last_forward = None  # the layers' saved inputs are about to be replaced
-        rng = self.backend.host_rng(seed)
-        snapshot = self._snapshot(optimizer)
-        progress = _Progress(epochs, verbose)
-        replicated = (nullcontext() if parallel is None
-                      else parallel.training(self, shared_errors=(DivergenceError,)))
-        with _deferred_interrupt() as interrupted, progress, replicated:
-            for epoch in range(1, epochs + 1):
-                try:
-                    with self._device_errors(batch_size):
-                        epoch_loss = self._run_epoch(x, target, loss, optimizer, batch_size,
-                                                     rng if shuffle else None, interrupted,
-                                                     alpha)
-                        epoch_loss, weights_finite = self._epoch_result(epoch_loss, n_samples)
-                        val_loss = None if validation_set is None else float(
-                            self.backend.to_numpy(self._loss_value(*validation_set, loss)))
-                except Exception:  # not KeyboardInterrupt: that keeps the last step's weights
-                    self._restore(snapshot, optimizer)
-                    raise
-                # the loss is taken before each update: the epoch's last update can still
-                # make the weights infinite while the loss looks fine
-                if not _finite(epoch_loss) or not weights_finite:
-                    self._restore(snapshot, optimizer)
-                    what = f"the training loss became {epoch_loss}" if not _finite(epoch_loss) \
-                        else "the weights became NaN or infinite"
-                    restored = f"after epoch {epoch - 1}" if epoch > 1 else "from before this fit"
-                    raise DivergenceError(
-                        f"{what} in epoch {epoch} with learning "
-                        f"rate {optimizer.lr}; the weights {restored} are restored. "
-                        "Lower the learning rate or scale the inputs (e.g. X / X.max(axis=0)).",
-                        epoch=epoch, lr=optimizer.lr)
-                snapshot = self._snapshot(optimizer, into=snapshot)
-                history.epoch.append(epoch)
-                history.loss.append(epoch_loss)
-                if val_loss is not None:
-                    history.val_loss.append(val_loss)
-                progress.update(epoch, history)
-        return history
+        if not distributed:
+            trainer = Trainer(self, loss, optimizer, alpha)
+            return trainer.fit(x, target, epochs, batch_size, self.backend.host_rng(seed)
+                               if shuffle else None, validation_data,
+                               progress=Progress(epochs, verbose), history=self.history)
+        from .distributed import data_parallel
 
-    def _run_epoch(self, x, target, loss, optimizer, batch_size, rng, interrupted, alpha=0.0):
-        """One pass over (x, target) in mini-batches; returns Σ batch_loss·batch_rows as a 0-d
-        backend array. rng: a host Generator to shuffle with, or None for the given order."""
-        n_samples = x.shape[0]
-        order = None
-        if rng is not None and batch_size < n_samples:
-            order = self.backend.asarray(rng.permutation(n_samples))
-        total = None
-        for start in range(0, n_samples, batch_size):
-            stop = min(start + batch_size, n_samples)
-            if order is not None:  # this batch's rows, gathered into arrays reused per batch
-                x_batch = self._take_batch("x", x, order[start:stop])
-                target_batch = self._take_batch("target", target, order[start:stop])
-            elif batch_size < n_samples:
-                x_batch, target_batch = x[start:stop, ...], target[start:stop, ...]
-            else:
-                x_batch, target_batch = x, target
-            value = self._step(x_batch, target_batch, loss, optimizer, alpha)
-            weighted = value * (stop - start)
-            total = weighted if total is None else total + weighted
-            if interrupted:
-                raise KeyboardInterrupt
-        return total
+        parallel = data_parallel(distributed)
+        seed = parallel.attach(self, x, target, loss, optimizer, seed)
+        with parallel.training(shared_errors=(DivergenceError,)) as sharding:
+            trainer = Trainer(self, loss, optimizer, alpha, parallel=sharding)
+            return trainer.fit(x, target, epochs, batch_size, self.backend.host_rng(seed)
+                               if shuffle else None, validation_data,
+                               progress=Progress(epochs, verbose and parallel.is_root),
+                               history=self.history)
 
-    def _take_batch(self, name, array, rows):
-        """array[rows] (rows: a backend integer array), in a buffer reused per batch shape."""
-        buffers = getattr(self, "_batch_buffers", None)
-        if buffers is None:
-            buffers = self._batch_buffers = self.backend.buffers(self.dtype)
-        out = buffers.get(name, (rows.shape[0],) + tuple(array.shape[1:]))
-        return self.backend.take_rows(array, rows, out=out)
+    def _prepared(self, X, y, loss, name):
+        """(x, target) checked and on the device, as fit trains on them."""
+        x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype,
+                                        name=name)
+        return x, loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs),
+                                      self.dtype)
 
     # -- files ------------------------------------------------------------------------------
     def save(self, path, extra=None):
@@ -720,7 +454,7 @@ class Sequential:
         (nnback.fileformat); ``nb.load`` reads it on any backend. extra: an optional
         JSON-ready dict kept in the file (``nb.load(path, return_extra=True)``)."""
         fileformat.write(path, self.layers, self.get_config(), self.dtype,
-                         list(zip(self._parameter_names(), self.get_weights())), extra)
+                         list(zip(self.parameter_names(), self.get_weights())), extra)
 
 
 class MLP(Sequential):
@@ -762,80 +496,9 @@ class MLP(Sequential):
         return config
 
 
-@contextmanager
-def _deferred_interrupt():
-    """Within the block, Ctrl-C (SIGINT) sets a flag instead of raising at once, so that
-    fit stops between steps and never inside an in-place update. Yields the flag (a list
-    that becomes non-empty). Off the main thread signals cannot be caught; then it does
-    nothing."""
-    pending = []
-    if threading.current_thread() is not threading.main_thread():
-        yield pending
-        return
-
-    def remember(signum, frame):
-        pending.append(signum)
-
-    previous = signal.signal(signal.SIGINT, remember)
-    try:
-        yield pending
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending:  # Ctrl-C after the last step (during the validation loss, say)
-        raise KeyboardInterrupt
-
-
-class _Progress:
-    """verbose=True: a tqdm bar over epochs when tqdm is installed, else one printed line
-    per epoch."""
-
-    def __init__(self, epochs, verbose):
-        self.epochs = epochs
-        self.verbose = bool(verbose)
-        self.bar = None
-        if self.verbose:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=epochs, unit="epoch")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        if self.bar is not None:
-            self.bar.close()
-
-    def update(self, epoch, history):
-        if not self.verbose:
-            return
-        values = {"loss": f"{history.loss[-1]:.6g}"}
-        if history.val_loss:
-            values["val_loss"] = f"{history.val_loss[-1]:.6g}"
-        if self.bar is not None:
-            self.bar.set_postfix(values, refresh=False)
-            self.bar.update(1)
-        else:
-            text = " - ".join(f"{key} {value}" for key, value in values.items())
-            print(f"epoch {epoch}/{self.epochs} - {text}", flush=True)
-
-
-def _infer_through(layers, buffers, x):
-    """x through each layer's infer, with that layer's buffers."""
-    for layer, buffer in zip(layers, buffers):
-        x = layer.infer(x, buffer)
-    return x
-
-
 def _in_another_model(layer):
     """Whether ``layer`` is itself one of the layers of a model that still exists (building
     another model would re-initialise it there). A copy of such a layer is free to use."""
     owner = getattr(layer, "_owner", None)
     model = owner() if owner is not None else None
     return model is not None and any(layer is other for other in model.layers)
-
-
-def _finite(number):
-    return number == number and abs(number) != float("inf")

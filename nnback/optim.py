@@ -12,7 +12,7 @@ over the flat arrays instead of once per parameter: the same numbers, fewer call
 import array_api_compat
 
 from .backend import backend_of
-from .flat import FlatArrays, views_of
+from .flat import FlatArrays, flat_pieces, views_of
 from .validation import check_fraction, check_positive_number
 
 
@@ -75,6 +75,18 @@ class Optimizer:
         for param, update in zip(*_flat_if_all(params, updates)):
             param += update
 
+    def iteration_ends(self, time_step):
+        """Called after each epoch (scikit-learn's hook) with the samples seen so far; a
+        learning-rate schedule changes lr here. Nothing by default."""
+
+    def trigger_stopping(self, message, verbose=False):
+        """Training has not improved for a while (``message`` says how): True to stop;
+        an optimizer with an adaptive learning rate lowers it instead (scikit-learn's
+        hook). Prints the decision when ``verbose``."""
+        if verbose:
+            print(message + " Stopping.")
+        return True
+
     def reset(self):
         """Forget the state (velocities, moments, step count)."""
         self.state = None
@@ -97,14 +109,51 @@ class SGD(Optimizer):
 
     momentum = 0:  p ← p − lr·g
     momentum μ:    v ← μ·v + g;  p ← p − lr·v            (Nesterov: p ← p − lr·(g + μ·v))
+
+    schedule: scikit-learn's learning-rate schedules, applied at its hooks
+    (iteration_ends, trigger_stopping): "constant" (default); "invscaling": lr =
+    lr₀ / (t + 1)^power_t after each epoch, t the samples seen; "adaptive": lr / 5 each
+    time training stalls, stopping once it is at most 1e-6. A schedule keeps the step of
+    scikit-learn's velocity (v ← μ·v − lr·g), in which the old rate stays: v is rescaled
+    by old/new rate at each change.
     """
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False):
+    SCHEDULES = ("constant", "invscaling", "adaptive")
+
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, schedule="constant",
+                 power_t=0.5):
         super().__init__(lr)
         self.momentum = check_fraction("momentum", momentum)
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0 (with momentum 0 it is plain SGD)")
         self.nesterov = bool(nesterov)
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(self.SCHEDULES)}, got "
+                             f"{schedule!r}")
+        self.schedule = schedule
+        self.initial_lr = self.lr
+        self.power_t = check_fraction("power_t", power_t, high=float("inf"))
+
+    def iteration_ends(self, time_step):
+        if self.schedule == "invscaling":
+            self._change_lr(self.initial_lr / (time_step + 1) ** self.power_t)
+
+    def trigger_stopping(self, message, verbose=False):
+        if self.schedule != "adaptive":
+            return super().trigger_stopping(message, verbose)
+        if self.lr <= 1e-6:
+            if verbose:
+                print(message + " Learning rate too small. Stopping.")
+            return True
+        self._change_lr(self.lr / 5.0)
+        if verbose:
+            print(message + f" Setting learning rate to {self.lr:f}")
+        return False
+
+    def _change_lr(self, lr):
+        for velocity in flat_pieces(self.state["velocity"]) if self.state else ():
+            velocity *= self.lr / lr
+        self.lr = lr
 
     def initial_state(self, params):
         if self.momentum == 0:
@@ -131,7 +180,8 @@ class SGD(Optimizer):
             backend.momentum_step(param, grad, velocity, lr, momentum, self.nesterov)
 
     def __repr__(self):
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
+        schedule = "" if self.schedule == "constant" else f", schedule={self.schedule!r}"
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}{schedule})"
 
 
 class Adam(Optimizer):

@@ -14,6 +14,7 @@ import pytest
 
 import nnback as nb
 from nnback.backend import Backend
+from nnback.training import Trainer
 
 from conftest import PARITY_RTOL, TRAINING_RTOL, assert_close, backend_or_skip
 
@@ -101,7 +102,7 @@ def one_step_setup(cupy_backend, optimizer, batch=32):
     x = cupy_backend.asarray(RNG.normal(size=(batch, 20)), "float32")
     target = loss.prepare_target(cupy_backend, RNG.integers(0, 5, size=batch), (batch, 5),
                                  "float32")
-    return model, lambda: model._step(x, target, loss, optimizer)
+    return model, lambda: Trainer(model, loss, optimizer).step(x, target)
 
 
 OPTIMIZERS = [nb.SGD(lr=0.1), nb.SGD(lr=0.1, momentum=0.9), nb.Adam(lr=0.01)]
@@ -160,11 +161,11 @@ def test_fit_brings_the_loss_to_the_host_once_per_epoch(standin, cupy_backend):
 def test_the_flat_gradient_array_is_kept_from_step_to_step(cupy_backend):
     model, step = one_step_setup(cupy_backend, nb.SGD(lr=0.1, momentum=0.9))
     step()
-    params, grads = model._trainable()
+    params, grads = model.trainable_arrays()
     held = [layer.dW for layer in model.dense_layers] + [layer.db for layer in model.dense_layers]
     for _ in range(3):
         step()
-        again_params, again_grads = model._trainable()
+        again_params, again_grads = model.trainable_arrays()
         assert again_params.flat is params.flat and again_grads.flat is grads.flat
     assert all(a is b for a, b in zip(
         held, [layer.dW for layer in model.dense_layers] + [layer.db for layer in

@@ -166,15 +166,14 @@ def test_the_estimators_binary_log_loss_takes_the_fused_kernel(cupy_backend, fre
     """Its gradient through the sigmoid differs from BinaryCrossEntropy's only in the scale
     (1/n_samples, not 1/n_elements): it overrides gradient_scale, so the GPU classifier
     takes the kernel too."""
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install '.[sklearn]'")
-    from nnback.estimators import _BinaryLogLoss
+    from nnback.losses import BinaryLogLoss
 
     model = nb.MLP([5, 4, 3], output="sigmoid", backend=cupy_backend, seed=0)
     X, y = RNG.normal(size=(8, 5)), np.round(RNG.uniform(size=(8, 3)))
-    model.train_step(X, y, _BinaryLogLoss(), nb.SGD(lr=0.1))
+    model.train_step(X, y, BinaryLogLoss(), nb.SGD(lr=0.1))
     assert ("scaled_difference",) in fresh_kernels
     reference = nb.MLP([5, 4, 3], output="sigmoid", backend="numpy", seed=0)
-    reference.train_step(X, y, _BinaryLogLoss(), nb.SGD(lr=0.1))
+    reference.train_step(X, y, BinaryLogLoss(), nb.SGD(lr=0.1))
     for got, expected in zip(model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -347,7 +346,7 @@ def test_cupy_model_parameters_stay_in_one_flat_array(cupy_backend):
     model.train_step(RNG.normal(size=(4, 6)), RNG.normal(size=(4, 3)), "mse", nb.Adam())
     model.train_step(RNG.normal(size=(4, 6)), RNG.normal(size=(4, 3)), "mse", nb.Adam())
     assert all(a is b for a, b in zip(held, model.parameters()))
-    params, grads = model._trainable()
+    params, grads = model.trainable_arrays()
     assert params.flat.size == sum(int(p.size) for p in held) and grads is not None
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import nnback as nb
 from nnback.backend import Backend, NumpyBackend
+from nnback.training import Trainer
 from nnback.backend_numpy import SCRATCH_SIZE
 
 from conftest import PARITY_RTOL, assert_close
@@ -160,7 +161,8 @@ def prepared_step(sizes, batch, optimizer, dtype="float32", backend=FAST):
     x = backend.asarray(data.normal(size=(batch, sizes[0])), dtype)
     target = loss.prepare_target(backend, data.integers(0, sizes[-1], batch),
                                  (batch, sizes[-1]), dtype)
-    return model, lambda: model._step(x, target, loss, optimizer)
+    trainer = Trainer(model, loss, optimizer)
+    return model, lambda: trainer.step(x, target)
 
 
 @pytest.mark.parametrize("optimizer", [nb.SGD(lr=0.01), nb.SGD(lr=0.01, momentum=0.9),

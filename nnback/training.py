@@ -1,0 +1,392 @@
+"""The one training loop. ``Sequential.fit``/``train_step``, the estimators' stochastic
+solvers and L-BFGS, gradcheck and the benchmarks all train through :class:`Trainer`:
+
+- ``compute_gradients``: forward, loss and backward on one prepared batch (plus the L2
+  term), the gradients left in the model's layers;
+- ``step``: that and the optimizer's update (plain SGD's −lr folded into the loss
+  gradient, so that the backward pass computes the update itself);
+- ``epoch``: the batches of one pass, in an order that can be injected;
+- ``fit``: epochs under one guard (Ctrl-C stops between steps; a device error is
+  explained), with one :class:`Checkpoint` restored when the loss diverges, a
+  :class:`History`, and a hook after each epoch for stopping rules.
+
+A model hands the Trainer its layers and its flat parameter and gradient arrays
+(``model.trainable_arrays()``); a :class:`nnback.distributed.DataParallel` is handed in
+explicitly. Arrays are the model's backend arrays; x: (n_samples, n_features), target:
+(n_samples, n_outputs), prepared (checked and on the device) by the caller.
+"""
+import signal
+import threading
+
+from .flat import flat_pieces
+from .layers import Dense, backward_through, forward_through
+
+
+class DivergenceError(FloatingPointError):
+    """The training loss (or the weights) became NaN or infinite; the model holds the
+    weights of the last finite epoch (``epoch`` and ``lr`` say where and with what learning
+    rate; ``loss`` is the non-finite loss, or None where only the weights were)."""
+
+    def __init__(self, message, epoch=None, lr=None, loss=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.lr = lr
+        self.loss = loss
+
+
+class History:
+    """What fit recorded, one entry per completed epoch (Keras's History).
+
+    loss: mean training loss of each epoch (each mini-batch's loss weighted by its size).
+    val_loss: loss on validation_data after each epoch (empty without validation data).
+    """
+
+    def __init__(self):
+        self.loss = []
+        self.val_loss = []
+        self.epoch = []
+
+    @property
+    def history(self):
+        """{"loss": [...], "val_loss": [...]} (Keras's History.history)."""
+        record = {"loss": self.loss}
+        if self.val_loss:
+            record["val_loss"] = self.val_loss
+        return record
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
+        return f"<History: {len(self)} epochs{last}>"
+
+
+class Checkpoint:
+    """Device copies of ``params`` (and of ``optimizer``'s state and step count, when
+    given) to go back to: ``save()`` overwrites the copies, ``restore()`` writes them
+    back. Flat arrays are copied in one piece. backend: the arrays' Backend."""
+
+    def __init__(self, backend, params, optimizer=None):
+        self.backend = backend
+        self.params = params
+        self.optimizer = optimizer
+        self.copies = None
+        self.save()
+
+    def _arrays(self):
+        arrays = flat_pieces(self.params)
+        if self.optimizer is not None and self.optimizer.state:
+            state = self.optimizer.state
+            arrays += [piece for name in sorted(state) for piece in flat_pieces(state[name])]
+        return arrays
+
+    def save(self):
+        arrays = self._arrays()
+        if self.copies is not None and len(self.copies) == len(arrays):
+            for copy, array in zip(self.copies, arrays):
+                copy[...] = array
+        else:  # the first save, or the optimizer's state appeared since
+            self.copies = [self.backend.copy(array) for array in arrays]
+        if self.optimizer is not None:
+            self.iterations = self.optimizer.iterations
+            self.had_state = self.optimizer.state is not None
+        return self
+
+    def restore(self):
+        if self.optimizer is not None:
+            if not self.had_state:
+                self.optimizer.reset()
+            self.optimizer.iterations = self.iterations
+        for array, copy in zip(self._arrays(), self.copies):
+            array[...] = copy
+
+
+class DeviceErrors:
+    """Within the block, a backend's own error that it can explain (a GPU out of memory)
+    comes out as the nnback error it translates to, naming the batch size and the memory
+    the model needs for it (``model.memory_estimate``)."""
+
+    def __init__(self, model, batch_size, training=True):
+        self.model = model
+        self.batch_size = batch_size
+        self.training = training
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or not isinstance(error, Exception):
+            return False
+        translated = self.model.backend.translate_error(
+            error, self.batch_size, self.model.memory_estimate(self.batch_size, self.training))
+        if translated is None:
+            return False
+        raise translated from error
+
+
+class DeferredInterrupt:
+    """Within the block, Ctrl-C (SIGINT) sets a flag instead of raising at once, so that
+    training stops between steps and never inside an in-place update. The block sees the
+    flag as ``interrupted`` (a list that becomes non-empty); a Ctrl-C after the last step
+    raises KeyboardInterrupt on leaving. Off the main thread signals cannot be caught;
+    then it does nothing."""
+
+    def __enter__(self):
+        self.interrupted = []
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous = signal.signal(signal.SIGINT,
+                                          lambda signum, frame: self.interrupted.append(signum))
+        return self.interrupted
+
+    def __exit__(self, kind, error, traceback):
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.interrupted and kind is None:
+            raise KeyboardInterrupt
+        return False
+
+
+def prediction_loss(model, x, target, loss):
+    """The loss of ``model`` on a prepared batch by the prediction path (nothing saved, any
+    thread): a loss that takes logits (SoftmaxCrossEntropy after a Softmax) reads the
+    output of the layers below the last."""
+    stop = len(model.layers) - 1 if loss.reads_logits(model.layers[-1]) else None
+    return loss.value(model.xp, model.infer(x, stop=stop), target)
+
+
+class Trainer:
+    """Trains ``model`` with ``loss`` (a Loss) and ``optimizer`` (an Optimizer, or None to
+    only compute gradients), with the L2 penalty ``alpha`` on the weights as in
+    scikit-learn (alpha/2·Σ‖W‖² divided by the batch rows), and ``parallel`` (a
+    DataParallel attached to this fit, or None) sharding each batch and summing the
+    ranks' gradients before the update."""
+
+    def __init__(self, model, loss, optimizer=None, alpha=0.0, parallel=None):
+        self.model = model
+        self.backend = model.backend
+        self.loss = loss
+        self.optimizer = optimizer
+        self.alpha = alpha
+        self.parallel = parallel
+        last = model.layers[-1]
+        # a loss that folds the output activation's backward into its own (Sigmoid + BCE,
+        # Softmax + cross-entropy) starts backpropagation below that layer
+        self.folded = loss.folds(last)
+        self.reads_logits = loss.reads_logits(last)
+        self.layers = model.layers[:-1] if self.folded else model.layers
+        self.batches = None
+        model.trainable_arrays()  # the gradients get their flat array before the first pass
+
+    # -- one batch --------------------------------------------------------------------------
+    def compute_gradients(self, x, target, scale=1.0, need_input_grad=False):
+        """Forward, loss and backward on the batch: the layers' gradients become ``scale``
+        times dLoss/dparameters (``model.gradient_scale`` records it; get_gradients
+        divides it out). Returns (loss as a 0-d array, dLoss/dx or None)."""
+        n_rows = x.shape[0]
+        self.model.gradient_scale = scale
+        if self.parallel is not None:
+            x, target = self.parallel.shard(x, target)
+        model, loss, xp = self.model, self.loss, self.model.xp
+        out = forward_through(model.layers, x)
+        if self.folded or loss.gradient_is_scaled_difference:
+            last = model.layers[-1]
+            value = loss.value(xp, last.x if self.reads_logits else out, target)
+            # (output − target) · scale: with respect to the logits when folded
+            grad = self.backend.scaled_difference(
+                out, target, loss.gradient_scale(out) * scale,
+                out=last.buffer("grad_output", tuple(out.shape)))
+        else:
+            value = loss.value(xp, out, target)
+            grad = loss.gradient(xp, out, target)
+            grad = grad if scale == 1.0 else grad * scale
+        grad_x = backward_through(self.layers, grad, need_input_grad)
+        if self.parallel is not None:
+            value = self.parallel.reduce(value, model.gradients())
+        if self.alpha:
+            value = value + self._add_l2(self.alpha / n_rows, scale)
+        return value, grad_x
+
+    def _add_l2(self, alpha, scale):
+        """dW += scale·alpha·W for the weights (not the biases); returns ½·alpha·Σ‖W‖²."""
+        penalty = 0.0
+        for layer in self.model.layers:
+            if isinstance(layer, Dense):
+                self.backend.scaled_add(layer.dW, layer.W, alpha * scale)
+                penalty = penalty + self.model.xp.sum(layer.W * layer.W)
+        return 0.5 * alpha * penalty
+
+    def step(self, x, target):
+        """Train on one batch; returns the loss before the update (0-d array, no sync).
+
+        An optimizer whose update is a fixed multiple of the gradient (plain SGD: −lr)
+        has it folded into the loss gradient: everything backpropagated is linear in it,
+        so the gradients computed are the update itself, added in one pass."""
+        fold = self.optimizer.folded_scale()
+        value, _ = self.compute_gradients(x, target, 1.0 if fold is None else fold)
+        params, grads = self.model.trainable_arrays()
+        if fold is None:
+            self.optimizer.step(params, grads)
+        else:
+            self.optimizer.step_folded(params, grads)
+        return value
+
+    # -- epochs -----------------------------------------------------------------------------
+    def epoch(self, x, target, batch_size, order=None, interrupted=()):
+        """One pass over (x, target) in batches of ``batch_size`` rows; returns
+        Σ batch loss · batch rows as a 0-d array. order: None for the rows as they are, or
+        an object whose ``permutation(n_samples)`` gives this epoch's host row order (a
+        NumPy Generator; the estimators pass scikit-learn's). Stops after the step in
+        which ``interrupted`` became non-empty (KeyboardInterrupt)."""
+        n_samples = x.shape[0]
+        rows = None
+        if order is not None and batch_size < n_samples:
+            rows = self.backend.asarray(order.permutation(n_samples))
+        total = None
+        for start in range(0, n_samples, batch_size):
+            stop = min(start + batch_size, n_samples)
+            if rows is not None:  # this batch's rows, gathered into arrays reused per batch
+                x_batch = self._gather("x", x, rows[start:stop])
+                target_batch = self._gather("target", target, rows[start:stop])
+            elif batch_size < n_samples:
+                x_batch, target_batch = x[start:stop, ...], target[start:stop, ...]
+            else:
+                x_batch, target_batch = x, target
+            weighted = self.step(x_batch, target_batch) * (stop - start)
+            total = weighted if total is None else total + weighted
+            if interrupted:
+                raise KeyboardInterrupt
+        return total
+
+    def _gather(self, name, array, rows):
+        """array[rows] (rows: a backend integer array), in a buffer reused per batch shape."""
+        if self.batches is None:
+            self.batches = self.backend.buffers(self.model.dtype)
+        out = self.batches.get(name, (rows.shape[0],) + tuple(array.shape[1:]))
+        return self.backend.take_rows(array, rows, out=out)
+
+    def _epoch_result(self, total, n_samples):
+        """(mean loss of the epoch, whether the weights are finite): one transfer."""
+        params = flat_pieces(self.model.trainable_arrays()[0])
+        marker = self.backend.zero_if_finite(params[0])
+        for array in params[1:]:
+            marker = marker + self.backend.zero_if_finite(array)
+        total, marker = self.backend.scalars_to_host(total, marker)
+        return total / n_samples, marker == 0.0
+
+    def fit(self, x, target, epochs, batch_size, order=None, validation=None,
+            end_of_epoch=None, progress=None, history=None):
+        """Train for up to ``epochs`` epochs; returns the History (``history`` if given,
+        filled as epochs complete). validation: a prepared (x_val, target_val) whose
+        loss is recorded after each epoch. end_of_epoch(epoch, history): called after each
+        epoch; True stops the fit. progress: a Progress, or None.
+
+        If the loss or the weights become NaN or infinite, the weights (and optimizer
+        state) of the last finite epoch are restored and DivergenceError is raised; any
+        other error restores them too. Ctrl-C stops after the current step with a
+        consistent model (KeyboardInterrupt), History holding the completed epochs."""
+        history = History() if history is None else history
+        n_samples = x.shape[0]
+        checkpoint = Checkpoint(self.backend, self.model.trainable_arrays()[0],
+                                self.optimizer)
+        progress = progress or Progress(epochs, False)
+        with DeferredInterrupt() as interrupted, progress:
+            for epoch in range(1, epochs + 1):
+                try:
+                    with DeviceErrors(self.model, batch_size):
+                        total = self.epoch(x, target, batch_size, order, interrupted)
+                        loss, weights_finite = self._epoch_result(total, n_samples)
+                        val_loss = None if validation is None else float(self.backend.to_numpy(
+                            prediction_loss(self.model, *validation, self.loss)))
+                except Exception:  # not KeyboardInterrupt: that keeps the last step's weights
+                    checkpoint.restore()
+                    raise
+                # the loss is taken before each update: the epoch's last update can still
+                # make the weights infinite while the loss looks fine
+                loss_finite = loss == loss and abs(loss) != float("inf")
+                if not (loss_finite and weights_finite):
+                    checkpoint.restore()
+                    raise self._divergence(epoch, loss, loss_finite)
+                checkpoint.save()
+                history.epoch.append(epoch)
+                history.loss.append(loss)
+                if val_loss is not None:
+                    history.val_loss.append(val_loss)
+                progress.update(epoch, history)
+                if end_of_epoch is not None and end_of_epoch(epoch, history):
+                    break
+        return history
+
+    def _divergence(self, epoch, loss, loss_finite):
+        what = "the weights became NaN or infinite" if loss_finite \
+            else f"the training loss became {loss}"
+        restored = f"after epoch {epoch - 1}" if epoch > 1 else "from before this fit"
+        lr = getattr(self.optimizer, "lr", None)
+        return DivergenceError(
+            f"{what} in epoch {epoch} with learning rate {lr}; the weights {restored} are "
+            "restored. Lower the learning rate or scale the inputs (e.g. X / X.max(axis=0)).",
+            epoch=epoch, lr=lr, loss=None if loss_finite else loss)
+
+
+class NoImprovement:
+    """scikit-learn's stopping rule. An epoch counts as no improvement when its value (higher
+    is better: a validation score, or minus a loss) does not beat the best so far by more
+    than ``tol``; the rule has ``stalled`` after more than ``n_iter_no_change`` such epochs
+    in a row. ``count`` and ``best`` carry over from a previous fit (partial_fit)."""
+
+    def __init__(self, tol, n_iter_no_change, count=0, best=-float("inf")):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.count = count
+        self.best = best
+
+    def update(self, value):
+        """Count the epoch's ``value``; returns whether it is the best so far (the
+        weights to keep)."""
+        self.count = self.count + 1 if value < self.best + self.tol else 0
+        if value > self.best:
+            self.best = value
+            return True
+        return False
+
+    @property
+    def stalled(self):
+        return self.count > self.n_iter_no_change
+
+
+class Progress:
+    """verbose=True: a tqdm bar over epochs when tqdm is installed, else one printed line
+    per epoch; verbose=False: nothing."""
+
+    def __init__(self, epochs, verbose):
+        self.epochs = epochs
+        self.verbose = bool(verbose)
+        self.bar = None
+        if self.verbose:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=epochs, unit="epoch")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, epoch, history):
+        if not self.verbose:
+            return
+        values = {"loss": f"{history.loss[-1]:.6g}"}
+        if history.val_loss:
+            values["val_loss"] = f"{history.val_loss[-1]:.6g}"
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+            self.bar.update(1)
+        else:
+            text = " - ".join(f"{key} {value}" for key, value in values.items())
+            print(f"epoch {epoch}/{self.epochs} - {text}", flush=True)
