@@ -163,6 +163,8 @@ class NumpyBackend(Backend):
         # arrays of up to SMALL_SIZE elements, e^-log(1 + e^-x) instead: it cannot
         # overflow, so it needs no errstate (1.3 µs a call, a tiny network's main cost
         # here), while logaddexp's ~25 ns more per element would cost more on big arrays.
+        # (e^(x - log(1 + e^x)) would save a pass, but is 4 ulps off the tutorial's
+        # sigmoid(7) = 0.9990889488055994.)
         if out is None or x.dtype is not out.dtype:
             return super().sigmoid(x)
         numpy.negative(x, out=out)

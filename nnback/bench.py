@@ -40,8 +40,10 @@ FULL_GEMMS = ([(batch, 784, 512) for batch in (1, 16, 128, 1024, 8192)]
 QUICK_BMMS = [(64, 128, 128, 128)]
 FULL_BMMS = [(64, 128, 128, 128), (16, 1024, 1024, 1024)]
 
-QUICK_CASES = ("gemm", "bmm", "step-small", "step-medium", "fit-medium")
-ALL_CASES = ("gemm", "bmm", "step-small", "step-medium", "step-large", "fit-medium")
+XOR_EPOCHS = 2000
+QUICK_CASES = ("gemm", "bmm", "step-small", "fit-small", "step-medium", "fit-medium")
+ALL_CASES = ("gemm", "bmm", "step-small", "fit-small", "step-medium", "step-large",
+             "fit-medium")
 
 INSTALL_HINTS = {
     "torch": "pip install torch (the CPU build: pip install torch==2.13.0 here)",
@@ -113,6 +115,8 @@ def make_case(name, backend="auto", full=False):
                 (FULL_BMMS if full else QUICK_BMMS)]
     if name == "step-small":
         return [small_step_case(backend)]
+    if name == "fit-small":
+        return [small_fit_case(backend)]
     if name == "step-medium":
         return [step_case(backend, "step-medium", MEDIUM_SIZES, MEDIUM_BATCH)]
     if name == "step-large":
@@ -188,21 +192,33 @@ def classification_data(n_samples, n_features, n_classes, dtype, seed=0):
             rng.integers(0, n_classes, n_samples))
 
 
-def _nnback_step(backend, sizes, batch, dtype, activation, output, loss, lr, X, y):
-    """nnback's public ``train_step`` on (X, y): host arrays on the numpy backend (checked
-    and converted every call, as a user's loop does), device arrays already there on
-    another backend."""
+def _nnback_step(backend, sizes, batch, dtype, activation, output, loss, lr, X, y,
+                 host_arrays=False):
+    """nnback's training step on (X, y). host_arrays: the public ``model.train_step`` with
+    the host arrays, checked and converted every call, as a user's own loop runs it;
+    otherwise the step as fit runs it on a batch already on the device
+    (``nnback.training.Trainer.step``)."""
+    from .losses import get_loss
     from .model import MLP
     from .optim import SGD
+    from .training import Trainer
 
     model = MLP(sizes, activation=activation, output=output, backend=backend, dtype=dtype,
                 seed=0)
     optimizer = SGD(lr=lr)
-    if backend.name != "numpy":
-        X, y = backend.asarray(X, dtype), backend.asarray(y)
+    if host_arrays:
+        def run():
+            model.train_step(X, y, loss, optimizer)
+            backend.synchronize()
+
+        return run
+    loss = get_loss(loss)
+    x = backend.asarray(X, dtype)
+    target = loss.prepare_target(backend, y, (batch, sizes[-1]), dtype)
+    trainer = Trainer(model, loss, optimizer)
 
     def run():
-        model.train_step(X, y, loss, optimizer)
+        trainer.step(x, target)
         backend.synchronize()
 
     return run
@@ -283,20 +299,49 @@ def hand_numpy_xor_step(X, y, lr):
 
 
 def small_step_case(backend):
-    """The tutorial XOR network (2-3-1, sigmoid, MSE, SGD) on its 4 samples, float64: a
-    measure of per-step Python overhead."""
+    """The tutorial XOR network (2-3-1, sigmoid, MSE, SGD) on its 4 samples, float64, one
+    ``train_step`` with the host arrays (checked every call): a measure of per-step
+    Python overhead."""
     from .datasets import xor
 
     X, y = xor()
     dtype = "float64"
     args = (backend, XOR_SIZES, 4, dtype, "sigmoid", "sigmoid", "mse", 0.5, X, y)
-    implementations = {"nnback": _nnback_step(*args)}
+    implementations = {"nnback": _nnback_step(*args, host_arrays=True)}
     notes = []
     if backend.name == "numpy":
         implementations["hand numpy"] = hand_numpy_xor_step(X, y, 0.5)
     _add_torch(implementations, notes, torch_step(*args))
     return Case("step-small", backend, dtype, {"layers": XOR_SIZES, "batch": 4},
                 step_flops(XOR_SIZES, 4), implementations, notes)
+
+
+def small_fit_case(backend, epochs=XOR_EPOCHS):
+    """The tutorial's whole training: ``MLP([2, 3, 1]).fit`` on XOR for ``epochs`` epochs
+    (full batch, plain SGD, MSE, float64), against the hand-written NumPy loop running the
+    same steps; each call is a whole fit, so the time per epoch is the time / epochs."""
+    from .datasets import xor
+    from .model import MLP
+
+    X, y = xor()
+
+    def nnback_fit():
+        model = MLP(XOR_SIZES, backend=backend, dtype="float64", seed=0)
+        model.fit(X, y, loss="mse", optimizer="sgd", lr=0.5, epochs=epochs, shuffle=False)
+        backend.synchronize()
+
+    implementations = {"nnback": nnback_fit}
+    if backend.name == "numpy":
+        hand_step = hand_numpy_xor_step(X, y, 0.5)
+
+        def hand_fit():
+            for _ in range(epochs):
+                hand_step()
+
+        implementations["hand numpy"] = hand_fit
+    return Case("fit-small", backend, "float64",
+                {"layers": XOR_SIZES, "batch": 4, "samples": 4, "epochs": epochs},
+                epochs * step_flops(XOR_SIZES, 4), implementations)
 
 
 def step_case(backend, name, sizes, batch, dtype="float32"):

@@ -150,9 +150,11 @@ class Dense(Layer):
     def backward(self, grad_y, need_input_grad=True):
         # y = x W + b  =>  dW = xᵀ·grad_y, db = Σ_rows grad_y, dx = grad_y·Wᵀ
         # (dW and db are overwritten in place from the second backward pass on)
-        self.dW = self._kept(self.dW, self.backend.matmul(self.x.T, grad_y, out=self.dW))
+        dW = self.backend.matmul(self.x.T, grad_y, out=self.dW)
+        self.dW = dW if dW is self.dW else self._kept(self.dW, dW)
         if self.b is not None:
-            self.db = self._kept(self.db, self.backend.sum_rows(grad_y, out=self.db))
+            db = self.backend.sum_rows(grad_y, out=self.db)
+            self.db = db if db is self.db else self._kept(self.db, db)
         if not need_input_grad:  # the first layer of a training step: nobody reads dx
             return None
         return self.backend.matmul(grad_y, self.W.T, out=self.buffer("grad_x", self.x.shape))
@@ -198,6 +200,12 @@ class _Elementwise(Layer):
 
     function = None
 
+    def build(self, backend, dtype, rng=None):
+        super().build(backend, dtype, rng)
+        # the backend's methods, bound once: a tiny network's step is mostly such calls
+        self.apply = getattr(backend, self.function)
+        self.derivative = getattr(backend, self.function + "_backward")
+
     def forward(self, x):
         self.y = self.infer(x, self.buffer)
         return self.y
@@ -205,11 +213,10 @@ class _Elementwise(Layer):
     def infer(self, x, buffer):
         if self.applied_by_dense:  # the Dense layer below applied it already
             return x
-        return getattr(self.backend, self.function)(x, out=buffer("y", x.shape))
+        return self.apply(x, out=buffer("y", x.shape))
 
     def backward(self, grad_y):
-        return getattr(self.backend, self.function + "_backward")(
-            grad_y, self.y, out=self.buffer("grad_x", grad_y.shape))
+        return self.derivative(grad_y, self.y, out=self.buffer("grad_x", grad_y.shape))
 
 
 class Sigmoid(_Elementwise):

@@ -8,6 +8,8 @@ The public ``forward``/``backward`` check the target (shape, values) and bring i
 backend; models do that once per fit with ``prepare_target`` and then call ``value`` and
 ``gradient``, which assume a prepared target.
 """
+import math
+
 from .layers import Sigmoid, Softmax
 from . import validation
 
@@ -89,7 +91,7 @@ class MSE(Loss):
 
     def value(self, xp, pred, target):
         error = pred - target
-        return xp.mean(error * error)
+        return xp.sum(error * error) / _size(pred)  # the mean (numpy.mean's own arithmetic)
 
     def gradient(self, xp, pred, target):
         return (pred - target) * self.gradient_scale(pred)
@@ -219,10 +221,7 @@ def get_loss(loss):
 
 
 def _size(array):
-    size = 1
-    for extent in array.shape:
-        size *= extent
-    return size
+    return math.prod(array.shape)
 
 
 def _clip_probability(xp, p):

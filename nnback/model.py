@@ -84,6 +84,7 @@ class Sequential:
         self.dtype = check_dtype(dtype)
         self.seed = check_seed("seed", seed)
         self.layers = layers
+        self.dense_layers = dense_layers  # the Dense layers of ``layers``, in order
         self.history = None
         rng = self.backend.host_rng(seed)
         for number, layer in enumerate(dense_layers, start=1):
@@ -145,10 +146,6 @@ class Sequential:
         return "he_uniform" if isinstance(following, (ReLU, LeakyReLU)) else "glorot_uniform"
 
     # -- description ------------------------------------------------------------------------
-    @property
-    def dense_layers(self):
-        return [layer for layer in self.layers if isinstance(layer, Dense)]
-
     @property
     def n_features_in(self):
         """Number of input features (the first Dense layer's n_in)."""

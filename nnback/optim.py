@@ -72,7 +72,10 @@ class Optimizer:
         if self.state is None:
             self.state = self.initial_state(params)
         self.iterations += 1
-        for param, update in zip(*_flat_if_all(params, updates)):
+        if type(params) is FlatArrays and type(updates) is FlatArrays:
+            params.flat += updates.flat
+            return
+        for param, update in zip(params, updates):
             param += update
 
     def iteration_ends(self, time_step):
@@ -162,10 +165,13 @@ class SGD(Optimizer):
 
     def folded_scale(self):
         # plain SGD is p ← p + (−lr)·g; not for a subclass with its own step or update
-        if self.momentum == 0 and type(self).step is Optimizer.step \
-                and type(self).update is SGD.update:
+        if self.momentum == 0 and type(self)._plain_update:
             return -self.lr
         return None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._plain_update = cls.step is Optimizer.step and cls.update is SGD.update
 
     def update(self, params, grads):
         lr, momentum, backend = self.lr, self.momentum, self.backend
@@ -182,6 +188,9 @@ class SGD(Optimizer):
     def __repr__(self):
         schedule = "" if self.schedule == "constant" else f", schedule={self.schedule!r}"
         return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}{schedule})"
+
+
+SGD._plain_update = True
 
 
 class Adam(Optimizer):

@@ -34,6 +34,7 @@ class ModelGuard:
         self._what = None  # what the owner runs (a name of TRAINING, "forward", "backward")
         self._depth = 0  # nested entries of the owner
         self._readers = {}  # thread -> predictions in flight
+        self._waiting = 0  # threads waiting on _changed (notified only when some do)
 
     def begin(self, what):
         """Enter ``what`` (fit, train_step, partial_fit, forward, backward) in this thread;
@@ -45,7 +46,7 @@ class ModelGuard:
             while self._owner not in (None, me):
                 if what in TRAINING or self._what in TRAINING:
                     raise self._refusal(what)
-                self._changed.wait()
+                self._wait()
             if self._owner is None:
                 self._owner, self._what = me, what
             self._depth += 1
@@ -53,14 +54,15 @@ class ModelGuard:
                 # claimed first, so that new predictions are refused from here on; then
                 # the ones in flight finish
                 while self._readers and (len(self._readers) > 1 or me not in self._readers):
-                    self._changed.wait()
+                    self._wait()
 
     def end(self):
         with self._lock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = self._what = None
-                self._changed.notify_all()
+                if self._waiting:
+                    self._changed.notify_all()
 
     def begin_prediction(self, what):
         """Enter a prediction in this thread; RuntimeError where another thread trains."""
@@ -76,8 +78,16 @@ class ModelGuard:
             left = self._readers.pop(me) - 1
             if left:
                 self._readers[me] = left
-            elif self._owner is not None:  # a training may be waiting for this one
+            elif self._owner is not None and self._waiting:  # a training may wait for it
                 self._changed.notify_all()
+
+    def _wait(self):
+        """Wait (holding the lock) until another thread leaves."""
+        self._waiting += 1
+        try:
+            self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     def _refusal(self, what):
         return RuntimeError(

@@ -31,6 +31,8 @@ def check_positive_number(name, value):
 
 
 def check_fraction(name, value, low=0.0, high=1.0, high_open=True):
+    if type(value) is float and low <= value < high:  # the common case, quickly
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value \
             or not (value < high if high_open else value <= high):
         bracket = ")" if high_open else "]"
@@ -125,7 +127,7 @@ def check_numeric(host, name, allow_bool=False):
         host = _object_to_float(host, name)
     if host.size == 0:
         raise ValueError(f"{name} is empty (shape {host.shape}); at least one sample is needed")
-    if kind in "fO" and not numpy.all(numpy.isfinite(host)):
+    if kind in "fO" and not numpy.logical_and.reduce(numpy.isfinite(host), axis=None):
         bad = numpy.argwhere(~numpy.isfinite(host))[0]
         raise ValueError(
             f"{name} contains NaN or infinity (first at index {tuple(int(i) for i in bad)}); "
@@ -149,12 +151,22 @@ def _object_to_float(host, name):
         raise ValueError(f"{name} holds an integer too large for a float") from None
 
 
+def _ready_floats(host, dtype):
+    """Whether the host array ``host`` passes check_numeric and check_fits at a glance:
+    finite floats, not empty, no wider than ``dtype`` (the common case, checked in one
+    pass; anything else takes the full checks, which name the problem)."""
+    return host.dtype.kind == "f" and host.size and \
+        host.dtype.itemsize <= numpy.dtype(dtype).itemsize and \
+        numpy.logical_and.reduce(numpy.isfinite(host), axis=None)
+
+
 def check_fits(host, dtype, name):
     """ValueError when a value of the host array ``host`` would become infinite in ``dtype``
     (a float64 value beyond float32's range, e.g. 1e39)."""
+    if host.dtype.kind != "f" or host.dtype.itemsize <= numpy.dtype(dtype).itemsize:
+        return host  # every value fits
     limit = float(numpy.finfo(dtype).max)
-    if host.dtype.kind == "f" and host.dtype.itemsize > numpy.dtype(dtype).itemsize \
-            and host.size and float(numpy.max(numpy.abs(host))) > limit:
+    if host.size and float(numpy.max(numpy.abs(host))) > limit:
         index = tuple(int(i) for i in numpy.argwhere(numpy.abs(host) > limit)[0])
         raise ValueError(
             f"{name} holds {host[index]:.4g} at index {index}, beyond what {dtype} can hold "
@@ -193,9 +205,10 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
             _check_device_values(backend, X, dtype, name)
         return backend.astype(X, dtype), single
     host, _ = to_host(backend, X, name)
-    host = check_fits(check_numeric(host, name), dtype, name)
+    if not _ready_floats(host, dtype):
+        host = check_fits(check_numeric(host, name), dtype, name)
     shape, single = _input_shape(host.shape, n_features, name)
-    return backend.asarray(host.reshape(shape), dtype), single
+    return backend.asarray(host if host.shape == shape else host.reshape(shape), dtype), single
 
 
 def _check_device_values(backend, X, dtype, name):
@@ -242,7 +255,8 @@ def prepare_target(backend, target, pred_shape, dtype, loss, name="y"):
     (turned into one-hot rows). Anything else is a ShapeError naming both shapes: a (3, 1)
     target never broadcasts against a (4, 1) prediction."""
     host, device = to_host(backend, target, name)
-    host = check_fits(check_numeric(host, name, allow_bool=True), dtype, name)
+    if not _ready_floats(host, dtype):
+        host = check_fits(check_numeric(host, name, allow_bool=True), dtype, name)
     n_samples, n_outputs = pred_shape
     kind = getattr(loss, "target_kind", "values")
     if kind == "classes" and host.ndim == 1 and host.shape[0] == n_samples:
