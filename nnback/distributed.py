@@ -41,7 +41,7 @@ from contextlib import contextmanager
 
 import numpy
 
-from .backend import BackendUnavailableError, get_backend, select_cuda_device
+from .backend import select_cuda_device
 from .flat import pack, size_of, unpack
 
 TRANSPORTS = ("auto", "mpi", "nccl")

@@ -15,15 +15,13 @@ GPU unpickles on a machine without one (see ``docs/estimators.md``).
 Needs scikit-learn (``pip install 'nnback[sklearn]'``).
 """
 import functools
-import numbers
 import threading
 import warnings
 import weakref
 
 import numpy
 
-from .backend import (BackendUnavailableError, backend_of, check_dtype, get_backend,
-                      is_array_object)
+from .backend import BackendUnavailableError, backend_of, get_backend
 
 _INSTALL_HINT = "pip install 'nnback[sklearn]'"
 _MIN_SKLEARN = (1, 6)
@@ -42,34 +40,25 @@ if tuple(int(part) for part in sklearn.__version__.split(".")[:2]) < _MIN_SKLEAR
     )
 
 import scipy.optimize
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import threads
 from .losses import BinaryLogLoss, HalfSquaredError, SoftmaxCrossEntropy
 from .model import MLP
 from .optim import SGD, Adam
+from .sklearn_input import (ACTIVATIONS, OUTPUT_ACTIVATIONS, STOCHASTIC_SOLVERS, check_params,
+                            dispatch_output, input_dtype, split_validation, validate_X)
 from .threads import ModelGuard
 from .training import Checkpoint, DivergenceError, NoImprovement, Trainer
-from .validation import (check_choice, check_fraction, check_positive_int,
-                         check_positive_number)
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
-
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
-_SOLVERS = ("lbfgs",) + _STOCHASTIC_SOLVERS
-# scikit-learn's activation names -> nnback's
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_OUTPUT_ACTIVATIONS = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
-_FLOAT_DTYPES = (numpy.float64, numpy.float32)  # float32/float64 kept, others -> float64
-_HOST_MODULES = ("numpy", "cupy", "array_api_strict")
 
 
 class _SklearnAdam(Adam):
@@ -100,40 +89,65 @@ class _SampleOrder:
         return self.order
 
 
-# -- arrays from other libraries ----------------------------------------------------------------
-def _is_foreign_array(value, backend):
-    """True for an array of an array library other than NumPy that ``backend`` cannot use
-    as it is (torch tensors, array_api_strict or CuPy arrays on the numpy backend, ...)."""
-    if value is None or isinstance(value, numpy.ndarray) or backend.is_array(value):
-        return False
-    return is_array_object(value) or hasattr(value, "__dlpack__")
+class _SklearnEpochs:
+    """scikit-learn's bookkeeping after each epoch of a stochastic solver, as the Trainer's
+    end_of_epoch hook: n_iter_, t_, loss_, loss_curve_ and the verbose lines; the
+    NoImprovement rule on the training loss, or with early stopping on the validation
+    score, keeping the best weights (``best``, restored after the fit); the optimizer's
+    schedule (iteration_ends) and plateau rule (trigger_stopping); the max_iter warning.
+    Returns True to stop (always after one epoch of partial_fit)."""
 
+    def __init__(self, estimator, model, validation_set, n_samples, incremental):
+        self.estimator, self.model = estimator, model
+        self.validation_set = validation_set
+        self.n_samples, self.incremental = n_samples, incremental
+        self.best = None if validation_set is None else \
+            Checkpoint(model.backend, model.trainable_arrays()[0])
+        self.rule = NoImprovement(
+            estimator.tol, estimator.n_iter_no_change, estimator._no_improvement_count,
+            -estimator.best_loss_ if validation_set is None
+            else estimator.best_validation_score_)
 
-def _to_host(value, name):
-    """A host NumPy copy of an array of another library (moved once, at the edge)."""
-    module = type(value).__module__.split(".")[0]
-    if module in _HOST_MODULES:
-        return backend_of(value).to_numpy(value)
-    try:
-        return numpy.from_dlpack(value)
-    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{name} is a {module} array that NumPy cannot read ({exc}); move it to the CPU "
-            "first or pass a NumPy array"
-        ) from None
+    def __call__(self, epoch, history):
+        estimator, rule = self.estimator, self.rule
+        estimator.n_iter_ += 1
+        estimator.loss_ = history.loss[-1]
+        estimator.t_ += self.n_samples
+        estimator.loss_curve_.append(estimator.loss_)
+        if estimator.verbose:
+            print(f"Iteration {estimator.n_iter_}, loss = {estimator.loss_:.8f}")
+        if self.validation_set is None:
+            rule.update(-estimator.loss_)  # a loss: lower is better
+            estimator.best_loss_ = -rule.best
+        else:
+            if rule.update(self._validation_score()):
+                self.best.save()
+            estimator.best_validation_score_ = rule.best
+        estimator._no_improvement_count = rule.count
+        optimizer = estimator._optimizer
+        optimizer.iteration_ends(estimator.t_)
+        if rule.stalled:
+            what = "Validation score" if estimator.early_stopping else "Training loss"
+            if optimizer.trigger_stopping(
+                    f"{what} did not improve more than tol={estimator.tol:f} for "
+                    f"{estimator.n_iter_no_change} consecutive epochs.", estimator.verbose):
+                return True
+            rule.count = estimator._no_improvement_count = 0
+        if not self.incremental and estimator.n_iter_ == estimator.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({estimator.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning)
+        return self.incremental  # partial_fit: one epoch
 
-
-def _dispatch_output(result, X):
-    """With sklearn.set_config(array_api_dispatch=True), ``result`` (host NumPy) as an array
-    of X's namespace and device, as scikit-learn does; otherwise ``result`` itself."""
-    if not sklearn.get_config()["array_api_dispatch"] or isinstance(X, numpy.ndarray) \
-            or not (is_array_object(X) or hasattr(X, "__dlpack__")) \
-            or result.dtype.kind not in "biuf":
-        return result
-    from sklearn.utils._array_api import get_namespace_and_device
-
-    xp, _, device = get_namespace_and_device(X)
-    return xp.asarray(result, device=device)
+    def _validation_score(self):
+        x_val, y_val = self.validation_set
+        output = self.model.backend.to_numpy(self.model.forward(x_val, training=False))
+        score = self.estimator._score_output(output, y_val) \
+            if numpy.all(numpy.isfinite(output)) else numpy.nan
+        self.estimator.validation_scores_.append(score)
+        if self.estimator.verbose:
+            print(f"Validation score: {score:f}")
+        return score
 
 
 # -- threads --------------------------------------------------------------------------------------
@@ -195,51 +209,7 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
 
-    # -- parameters -------------------------------------------------------------------------
-    def _check_params(self):
-        """The validated hidden layer sizes; ValueError naming any parameter out of range."""
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
-            sizes = [sizes]
-        try:
-            if isinstance(sizes, str):
-                raise TypeError
-            sizes = [check_positive_int(f"hidden_layer_sizes[{position}]", size)
-                     for position, size in enumerate(sizes)]
-        except TypeError:
-            raise ValueError(f"hidden_layer_sizes must be a positive integer or a list of them, "
-                             f"got {self.hidden_layer_sizes!r}") from None
-        check_choice("activation", self.activation, tuple(_ACTIVATIONS))
-        check_choice("solver", self.solver, _SOLVERS)
-        check_fraction("alpha", self.alpha, high=float("inf"))
-        if self.batch_size != "auto":
-            check_positive_int("batch_size (or 'auto')", self.batch_size)
-        check_choice("learning_rate", self.learning_rate, ("constant", "invscaling", "adaptive"))
-        check_positive_number("learning_rate_init", self.learning_rate_init)
-        check_fraction("power_t", self.power_t, high=float("inf"))
-        check_positive_int("max_iter", self.max_iter)
-        check_fraction("tol", self.tol, high=float("inf"))
-        # nnback's SGD takes momentum in [0, 1); 1 never converges anyway
-        check_fraction("momentum", self.momentum)
-        check_fraction("validation_fraction", self.validation_fraction)
-        check_fraction("beta_1", self.beta_1)
-        check_fraction("beta_2", self.beta_2)
-        check_positive_number("epsilon", self.epsilon)
-        if self.n_iter_no_change != numpy.inf:
-            check_positive_int("n_iter_no_change (or numpy.inf)", self.n_iter_no_change)
-        check_positive_int("max_fun", self.max_fun)
-        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
-            if not isinstance(getattr(self, name), (bool, numpy.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.dtype is not None:
-            check_dtype(self.dtype)
-        return sizes
-
     # -- backends and the device model ------------------------------------------------------
-    def _fit_backend(self):
-        """The backend to train on: the one named, or BackendUnavailableError saying why."""
-        return get_backend(self.backend)
-
     def _predict_backend(self):
         """The backend to predict on: the one named, or numpy (with a warning) where it is
         unavailable, e.g. an estimator fitted on a GPU and unpickled on a CPU-only machine."""
@@ -254,8 +224,8 @@ class _BaseMLP(BaseEstimator):
 
     def _build_model(self, backend, dtype, coefs, intercepts):
         model = MLP([coefs[0].shape[0]] + [coef.shape[1] for coef in coefs],
-                    activation=_ACTIVATIONS[self.activation],
-                    output=_OUTPUT_ACTIVATIONS[self.out_activation_], backend=backend,
+                    activation=ACTIVATIONS[self.activation],
+                    output=OUTPUT_ACTIVATIONS[self.out_activation_], backend=backend,
                     dtype=dtype, init="zeros")
         model.set_weights([array for pair in zip(coefs, intercepts) for array in pair])
         return model
@@ -324,72 +294,6 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         self._published = ()  # forces _model_on to rebuild
 
-    # -- input ------------------------------------------------------------------------------
-    def _input_dtype(self, first_pass):
-        """What X is cast to: the fitted network's dtype when training continues, else the
-        ``dtype`` asked for, or float32/float64 kept as they come (others become float64)."""
-        if not first_pass:
-            return self.coefs_[0].dtype
-        if self.dtype is not None:
-            return numpy.dtype(check_dtype(self.dtype))
-        return _FLOAT_DTYPES
-
-    def _validate_X(self, X, backend, dtype, reset, y=None, fit=False):
-        """(x on ``backend``, y as host NumPy or None). An array of the backend's own device
-        stays there (shape, dtype and finiteness checked on the device); anything else goes
-        through scikit-learn's validate_data on the host and then to the device once."""
-        if _is_foreign_array(y, backend) or (backend.name != "numpy" and backend.is_array(y)):
-            y = _to_host(y, "y")
-        if backend.name != "numpy" and backend.is_array(X):
-            x = self._validate_device_X(X, backend, dtype, reset)
-            if fit:
-                y = self._validate_host_y(y, x.shape[0])
-            return x, y
-        if _is_foreign_array(X, backend):
-            X = _to_host(X, "X")
-        if fit:
-            X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, order="C",
-                                 y_numeric=not is_classifier(self), reset=reset)
-        else:
-            X = validate_data(self, X, dtype=dtype, order="C", reset=reset)
-        return backend.asarray(X, X.dtype.name), y
-
-    def _validate_device_X(self, X, backend, dtype, reset):
-        xp = backend.xp
-        name = type(self).__name__
-        if X.ndim != 2:
-            raise ValueError(f"Expected a 2D array, got a {X.ndim}D array of shape "
-                             f"{tuple(X.shape)} instead; reshape it to (n_samples, n_features)")
-        dtype_name = backend.dtype_name(X.dtype)
-        if not dtype_name.startswith(("float", "int", "uint")):
-            raise TypeError(f"X has dtype {dtype_name}; numbers are needed")
-        if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"Found array with shape {tuple(X.shape)} while {name} needs at "
-                             "least one sample and one feature")
-        if not bool(backend.to_numpy(xp.all(xp.isfinite(X)))):
-            raise ValueError("Input X contains NaN or infinity; remove or impute those values")
-        if reset:
-            self.n_features_in_ = int(X.shape[1])
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting "
-                             f"{self.n_features_in_} features as input.")
-        if isinstance(dtype, tuple):
-            dtype = dtype_name if dtype_name in ("float32", "float64") else "float64"
-        return backend.astype(X, numpy.dtype(dtype).name)
-
-    def _validate_host_y(self, y, n_samples):
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
-                             "y is None")
-        y = check_array(y, ensure_2d=False, dtype=None if is_classifier(self) else "numeric",
-                        input_name="y")
-        if y.shape[0] != n_samples:
-            raise ValueError(f"y has {y.shape[0]} samples but X has {n_samples}; they must "
-                             "match")
-        return y
-
     # -- fitting ----------------------------------------------------------------------------
     @_training("fit")
     def fit(self, X, y):
@@ -399,17 +303,17 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, incremental=False)
 
     def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
+        if self.solver not in STOCHASTIC_SOLVERS:
             raise AttributeError(f"partial_fit is only available for the stochastic solvers "
                                  f"('sgd', 'adam'); solver={self.solver!r} is not one")
         return True
 
     def _fit(self, X, y, incremental):
-        hidden = self._check_params()
+        hidden = check_params(self)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        backend = self._fit_backend()
-        x, y = self._validate_X(X, backend, self._input_dtype(first_pass), reset=first_pass,
-                                y=y, fit=True)
+        backend = get_backend(self.backend)  # or BackendUnavailableError saying why
+        x, y = validate_X(self, X, backend, input_dtype(self, first_pass), reset=first_pass,
+                          y=y, fit=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         y = self._encode_targets(y, incremental)
@@ -430,7 +334,7 @@ class _BaseMLP(BaseEstimator):
         target = loss.prepare_target(backend, y, (x.shape[0], y.shape[1]), model.dtype)
         trainer = Trainer(model, loss, alpha=self.alpha)
         try:
-            if self.solver in _STOCHASTIC_SOLVERS:
+            if self.solver in STOCHASTIC_SOLVERS:
                 self._fit_stochastic(trainer, x, target, y, incremental)
             else:
                 self._fit_lbfgs(trainer, x, target)
@@ -458,7 +362,7 @@ class _BaseMLP(BaseEstimator):
             intercepts.append(self._random_state.uniform(-bound, bound, fan_out))
         self._optimizer = None
         self._optimizer_host_state = None
-        if self.solver in _STOCHASTIC_SOLVERS:
+        if self.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if self.early_stopping:
@@ -479,92 +383,28 @@ class _BaseMLP(BaseEstimator):
                    nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
                    schedule=self.learning_rate, power_t=self.power_t)
 
-    def _split_validation(self, backend, x, target, y):
-        """scikit-learn's early-stopping split: ((x_val, y_val as host labels), x_train,
-        target_train), stratified for single-output classifiers."""
-        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-        train_rows, val_rows = train_test_split(
-            numpy.arange(x.shape[0]), random_state=self._random_state,
-            test_size=self.validation_fraction, stratify=stratify)
-        if val_rows.shape[0] < 2:
-            raise ValueError(
-                f"The validation set is too small: validation_fraction="
-                f"{self.validation_fraction} of {x.shape[0]} samples gives "
-                f"{val_rows.shape[0]}; increase validation_fraction or the data set")
-        validation_set = (backend.take_rows(x, backend.asarray(val_rows)), y[val_rows])
-        train_rows = backend.asarray(train_rows)
-        return validation_set, backend.take_rows(x, train_rows), \
-            backend.take_rows(target, train_rows)
-
     def _fit_stochastic(self, trainer, x, target, y, incremental):
-        """scikit-learn's stochastic solvers through the Trainer: its batch order, stopping
-        rule (NoImprovement, the optimizer's trigger_stopping), learning-rate schedules
-        (the optimizer's iteration_ends) and early stopping on a validation score."""
+        """scikit-learn's stochastic solvers through the Trainer, with its batch order
+        (_SampleOrder) and its bookkeeping after each epoch (_SklearnEpochs)."""
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True; set "
                              "early_stopping=False or use fit")
-        model = trainer.model
-        trainer.optimizer = optimizer = self._optimizer
+        trainer.optimizer = self._optimizer
         validation_set = None
         if self.early_stopping:
-            validation_set, x, target = self._split_validation(model.backend, x, target, y)
+            validation_set, x, target = split_validation(self, trainer.backend, x, target, y)
         n_samples = x.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn(f"batch_size={self.batch_size} is larger than the {n_samples} "
-                              "training samples; it is clipped to the sample count")
-            batch_size = min(self.batch_size, n_samples)
+        batch_size = min(200 if self.batch_size == "auto" else self.batch_size, n_samples)
+        if self.batch_size != "auto" and self.batch_size > n_samples:
+            warnings.warn(f"batch_size={self.batch_size} is larger than the {n_samples} "
+                          "training samples; it is clipped to the sample count")
         order = _SampleOrder(self._random_state, n_samples) if self.shuffle else None
-        best = Checkpoint(model.backend, model.trainable_arrays()[0]) \
-            if self.early_stopping else None
-        rule = NoImprovement(self.tol, self.n_iter_no_change, self._no_improvement_count,
-                             self.best_validation_score_ if self.early_stopping
-                             else -self.best_loss_)
+        epochs = _SklearnEpochs(self, trainer.model, validation_set, n_samples, incremental)
         self.n_iter_ = 0
-
-        def end_of_epoch(epoch, history):
-            self.n_iter_ += 1
-            self.loss_ = history.loss[-1]
-            self.t_ += n_samples
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            if validation_set is None:
-                rule.update(-self.loss_)  # a loss: lower is better
-                self.best_loss_ = -rule.best
-            else:
-                output = model.backend.to_numpy(model.forward(validation_set[0],
-                                                              training=False))
-                score = self._score_output(output, validation_set[1]) \
-                    if numpy.all(numpy.isfinite(output)) else numpy.nan
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print(f"Validation score: {score:f}")
-                if rule.update(score):
-                    best.save()
-                self.best_validation_score_ = rule.best
-            self._no_improvement_count = rule.count
-            optimizer.iteration_ends(self.t_)
-            if rule.stalled:
-                what = "Validation score" if self.early_stopping else "Training loss"
-                if optimizer.trigger_stopping(
-                        f"{what} did not improve more than tol={self.tol:f} for "
-                        f"{self.n_iter_no_change} consecutive epochs.", self.verbose):
-                    return True
-                rule.count = self._no_improvement_count = 0
-            if not incremental and self.n_iter_ == self.max_iter:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning)
-            return incremental  # partial_fit: one epoch
-
         try:
-            trainer.fit(x, target, self.max_iter, batch_size, order,
-                        end_of_epoch=end_of_epoch)
+            trainer.fit(x, target, self.max_iter, batch_size, order, end_of_epoch=epochs)
         except DivergenceError as error:
             what = "the weights became NaN or infinite" if error.loss is None \
                 else f"the training loss became {error.loss}"
@@ -574,8 +414,8 @@ class _BaseMLP(BaseEstimator):
                 "scale it (e.g. StandardScaler) or lower learning_rate_init") from None
         except KeyboardInterrupt:  # Ctrl-C stops after a step, as in scikit-learn
             warnings.warn("Training interrupted by user.")
-        if best is not None:
-            best.restore()
+        if epochs.best is not None:
+            epochs.best.restore()
 
     def _fit_lbfgs(self, trainer, x, target):
         """scipy's L-BFGS-B on the flat parameter vector (coefs then intercepts, float64 on
@@ -623,7 +463,7 @@ class _BaseMLP(BaseEstimator):
         number of threads at once, refused while another thread fits this estimator."""
         check_is_fitted(self)
         model = self._model_on(self._predict_backend())
-        x, _ = self._validate_X(X, model.backend, numpy.dtype(model.dtype), reset=False)
+        x, _ = validate_X(self, X, model.backend, numpy.dtype(model.dtype), reset=False)
         return model.backend.to_numpy(model.forward(x, training=False))
 
     def __sklearn_is_fitted__(self):
@@ -702,12 +542,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict(self, X):
         """Class labels (n_samples,), or an indicator matrix (n_samples, n_labels) for
         multilabel problems."""
-        return _dispatch_output(self._labels(self._forward_output(X)), X)
+        return dispatch_output(self._labels(self._forward_output(X)), X)
 
     def predict_proba(self, X):
         """Probabilities (n_samples, n_classes) in the order of classes_ (for multilabel
         problems, each label's probability)."""
-        return _dispatch_output(self._probabilities(X), X)
+        return dispatch_output(self._probabilities(X), X)
 
     def _probabilities(self, X):
         output = self._forward_output(X)
@@ -719,7 +559,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """log(predict_proba(X))."""
         probabilities = self._probabilities(X)
         with numpy.errstate(divide="ignore"):
-            return _dispatch_output(numpy.log(probabilities, out=probabilities), X)
+            return dispatch_output(numpy.log(probabilities, out=probabilities), X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -756,7 +596,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predictions (n_samples,), or (n_samples, n_outputs) for a 2-D y."""
         output = self._forward_output(X)
-        return _dispatch_output(output.ravel() if output.shape[1] == 1 else output, X)
+        return dispatch_output(output.ravel() if output.shape[1] == 1 else output, X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

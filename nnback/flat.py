@@ -63,3 +63,41 @@ def unpack(flat, arrays):
         size = math.prod(array.shape)
         array[...] = xp.reshape(flat[start:start + size], tuple(array.shape))
         start += size
+
+
+class FlatParameters:
+    """The parameters of ``layers`` (Dense layers: W and b, gradients dW and db) moved into
+    one flat array of ``dtype`` on ``backend``, keeping their values, and the gradients
+    into another, made on the first ``gradients()`` call (a model that only predicts
+    needs none). Each layer then holds views of them (``use_arrays``), so an optimizer
+    updates every parameter in one pass over ``params.flat``."""
+
+    def __init__(self, backend, dtype, layers):
+        self.backend = backend
+        self.dtype = dtype
+        self.layers = layers
+        self.shapes = [tuple(param.shape) for layer in layers for param in layer.parameters()]
+        self.params = self._new_flat([p for layer in layers for p in layer.parameters()])
+        self.grads = None
+        self._hand_out()
+
+    def gradients(self):
+        """The gradients' FlatArrays (zeros when first made)."""
+        if self.grads is None:
+            self.grads = self._new_flat(None)
+            self._hand_out()
+        return self.grads
+
+    def _new_flat(self, arrays):
+        flat = self.backend.zeros((size_of(self.shapes),), self.dtype)
+        if arrays is not None:
+            pack(arrays, flat)
+        return views_of(flat, self.shapes)
+
+    def _hand_out(self):
+        start = 0
+        for layer in self.layers:
+            stop = start + len(layer.parameters())
+            layer.use_arrays(self.params[start:stop],
+                             None if self.grads is None else self.grads[start:stop])
+            start = stop

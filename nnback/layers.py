@@ -346,6 +346,31 @@ def layer_from_config(kind, config):
     return LAYER_TYPES[kind](**config)
 
 
+def build_layers(layers, backend, dtype, rng):
+    """Build a model's ``layers`` on ``backend``: Dense layers numbered 1, 2, ... and
+    initialised from the host Generator ``rng`` (init="auto": He before a ReLU/LeakyReLU,
+    Glorot otherwise), and each Dense layer marked to apply the activation after it where
+    the backend fuses the two (cupy: one kernel after the GEMM)."""
+    names = {cls: name for name, cls in ACTIVATIONS.items()}
+    number = 0
+    for position, layer in enumerate(layers):
+        following = layers[position + 1] if position + 1 < len(layers) else None
+        if not isinstance(layer, Dense):
+            layer.build(backend, dtype)
+            continue
+        number += 1
+        layer.number = number
+        init = layer.init
+        if init == "auto":
+            init = "he_uniform" if isinstance(following, (ReLU, LeakyReLU)) else "glorot_uniform"
+        layer.build(backend, dtype, rng, init=init)
+        if following is not None:
+            name = names.get(type(following))
+            fused = name in backend.fused_dense_activations
+            layer.fused_activation = name if fused else None
+            following.applied_by_dense = fused
+
+
 def forward_through(layers, x):
     """x through each layer's forward (the training pass: each keeps what its backward
     needs); returns the last layer's output."""

@@ -6,18 +6,17 @@ and device only at the edges: inputs once per call (once per fit), predictions a
 per-epoch loss on the way out.
 """
 import functools
-import math
 import operator
 import threading
 import weakref
+from contextlib import nullcontext
 
 from .backend import check_dtype, get_backend
-from .flat import pack, size_of, views_of
-from .layers import (ACTIVATIONS, Dense, Layer, LeakyReLU, ReLU, activation_layer,
-                     activation_name, backward_through, forward_through,
-                     infer_through)
+from .flat import FlatParameters
+from .layers import (Dense, Layer, activation_layer, activation_name, backward_through,
+                     build_layers, forward_through, infer_through)
 from .losses import get_loss
-from .optim import Optimizer, get_optimizer
+from .optim import get_optimizer
 from .training import (DeviceErrors, DivergenceError, History, Progress, Trainer,
                        prediction_loss)
 from . import fileformat, threads, validation
@@ -49,36 +48,7 @@ class Sequential:
     gradient_scale = None  # the factor in the last backward's gradients (see get_gradients)
 
     def __init__(self, layers, backend="auto", dtype="float32", seed=None, allow_tf32=False):
-        try:
-            layers = list(layers)
-        except TypeError:
-            raise TypeError(f"layers must be a list of nnback layers, got "
-                            f"{type(layers).__name__}") from None
-        if not layers:
-            raise ValueError("Sequential needs at least one layer")
-        for position, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(
-                    f"layer {position} must be an nnback layer (nb.Dense, nb.ReLU, ...), "
-                    f"got {type(layer).__name__}"
-                )
-            if any(layer is earlier for earlier in layers[:position]):
-                raise ValueError(f"layer {position} ({layer!r}) is the same object as an "
-                                 "earlier layer; give each position its own layer")
-            if _in_another_model(layer):
-                raise ValueError(
-                    f"layer {position} ({layer!r}) already belongs to a model, and building "
-                    f"another model with it would re-initialise it there; make a new one"
-                )
-        dense_layers = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense_layers:
-            raise ValueError("Sequential needs at least one Dense layer")
-        for number, (lower, upper) in enumerate(zip(dense_layers, dense_layers[1:]), start=2):
-            if upper.n_in != lower.n_out:
-                raise ShapeError(
-                    f"Dense layer {number} expects {upper.n_in} inputs but Dense layer "
-                    f"{number - 1} gives {lower.n_out}; make them equal"
-                )
+        layers, dense_layers = _checked_layers(layers)
         self.backend = get_backend(backend, allow_tf32=check_bool("allow_tf32", allow_tf32))
         self.xp = self.backend.xp
         self.dtype = check_dtype(dtype)
@@ -86,17 +56,9 @@ class Sequential:
         self.layers = layers
         self.dense_layers = dense_layers  # the Dense layers of ``layers``, in order
         self.history = None
-        rng = self.backend.host_rng(seed)
-        for number, layer in enumerate(dense_layers, start=1):
-            layer.number = number
-        for position, layer in enumerate(layers):
-            if isinstance(layer, Dense):
-                following = layers[position + 1] if position + 1 < len(layers) else None
-                layer.build(self.backend, self.dtype, rng, init=self._auto_init(layer, following))
-            else:
-                layer.build(self.backend, self.dtype)
+        build_layers(layers, self.backend, self.dtype, self.backend.host_rng(seed))
+        for layer in layers:
             layer._owner = weakref.ref(self)
-        self._mark_fused_pairs()
         self._pack_parameters()
         self._start_threading()
 
@@ -114,8 +76,7 @@ class Sequential:
         """A copy or pickle holds the layers, arrays and backend (by name); not the guard,
         the threads' buffers or the module ``xp``, which are made anew."""
         state = dict(self.__dict__)
-        for name in ("_guard", "_per_thread", "_serial_predictions", "xp", "_flat_params",
-                     "_flat_grads"):
+        for name in ("_guard", "_per_thread", "_serial_predictions", "xp", "_flat"):
             state.pop(name, None)
         return state
 
@@ -126,24 +87,6 @@ class Sequential:
             layer._owner = weakref.ref(self)
         self._pack_parameters()  # a copy's layers hold arrays of their own, not views
         self._start_threading()
-
-    def _mark_fused_pairs(self):
-        """Let each Dense layer apply the activation right after it where the backend fuses
-        the bias add with that activation (cupy: one kernel after the GEMM)."""
-        fusable = self.backend.fused_dense_activations
-        names = {cls: name for name, cls in ACTIVATIONS.items()}
-        for layer, following in zip(self.layers, self.layers[1:]):
-            if isinstance(layer, Dense):
-                name = names.get(type(following))
-                fused = name in fusable
-                layer.fused_activation = name if fused else None
-                following.applied_by_dense = fused
-
-    @staticmethod
-    def _auto_init(layer, following):
-        if layer.init != "auto":
-            return layer.init
-        return "he_uniform" if isinstance(following, (ReLU, LeakyReLU)) else "glorot_uniform"
 
     # -- description ------------------------------------------------------------------------
     @property
@@ -225,17 +168,8 @@ class Sequential:
         the X given to forward)."""
         if getattr(self, "_last_forward", None) is None:
             raise RuntimeError("backward needs a forward pass first: call model.forward(X)")
-        validation.check_same_backend(self.backend, grad_out, "grad_out")
-        validation.check_device_array(self.backend, grad_out, "grad_out", float_only=True)
         shape, single = self._last_forward
-        shown = shape[1:] if single else shape
-        if tuple(grad_out.shape) != shown:
-            raise ShapeError(
-                f"grad_out has shape {tuple(grad_out.shape)} but the last forward pass gave "
-                f"an output of shape {shown}"
-            )
-        grad = self.xp.reshape(grad_out, shape) if single else grad_out
-        grad = self.backend.astype(grad, self.dtype)
+        grad = validation.prepare_grad_out(self.backend, grad_out, shape, single, self.dtype)
         self.trainable_arrays()  # the gradients go where training puts them
         self.gradient_scale = 1.0  # these gradients are the plain ones
         grad_in = self.backend.copy(backward_through(self.layers, grad, need_input_grad=True))
@@ -262,26 +196,8 @@ class Sequential:
         """Replace the parameters with ``weights`` (the order and shapes of get_weights),
         cast to the model's dtype. Nothing changes unless every array fits."""
         params = self.parameters()
-        names = self.parameter_names()
-        if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
-            raise TypeError(f"set_weights expects a list of {len(params)} arrays "
-                            f"({', '.join(names)}), got {type(weights).__name__}")
-        weights = list(weights)
-        if len(weights) != len(params):
-            raise ValueError(
-                f"set_weights expects {len(params)} arrays ({', '.join(names)}), got "
-                f"{len(weights)}"
-            )
-        converted = []
-        for name, param, value in zip(names, params, weights):
-            host, _ = validation.to_host(self.backend, value, name)
-            host = validation.check_fits(validation.check_numeric(host, name), self.dtype, name)
-            if tuple(host.shape) != tuple(param.shape):
-                raise ShapeError(
-                    f"set_weights: {name} must have shape {tuple(param.shape)}, got "
-                    f"{tuple(host.shape)}"
-                )
-            converted.append(self.backend.asarray(host, self.dtype))
+        converted = validation.prepare_weights(self.backend, self.dtype, weights, params,
+                                               self.parameter_names())
         for param, value in zip(params, converted):
             param[...] = value
 
@@ -297,51 +213,19 @@ class Sequential:
     def trainable_arrays(self):
         """(params, grads): what an optimizer updates. Where the backend's reshaped slices
         are views (numpy, cupy), every parameter lives in one flat array and every gradient
-        in another (FlatArrays: each layer's W, b, dW, db are views of them), so that an
-        optimizer updates each in one pass; the gradients' flat array is made on the
-        first call."""
-        if self._flat_params is None:
+        in another (FlatArrays, see nnback.flat.FlatParameters), so that an optimizer
+        updates each in one pass."""
+        if self._flat is None:
             return self.parameters(), self.gradients()
-        if self._flat_grads is None:
-            self._flat_grads = self._flat_copy(None)
-            self._use_flat_arrays()
-        return self._flat_params, self._flat_grads
+        return self._flat.params, self._flat.gradients()
 
     def _pack_parameters(self):
-        """Move the parameters into one flat array (see trainable_arrays), keeping their
-        values; called when the model is made or copied."""
-        layers = [layer for layer in self.layers if layer.parameters()]
-        self._flat_params = self._flat_grads = None
-        if self.backend.flat_views and all(isinstance(layer, Dense) for layer in layers):
-            self._flat_params = self._flat_copy(self.parameters())
-            self._use_flat_arrays()
-
-    def _flat_copy(self, arrays):
-        """FlatArrays shaped like the parameters over one new flat array holding
-        ``arrays``'s values (zeros when None)."""
-        shapes = [tuple(param.shape) for param in self.parameters()]
-        flat = self.backend.zeros((size_of(shapes),), self.dtype)
-        if arrays is not None:
-            pack(arrays, flat)
-        return views_of(flat, shapes)
-
-    def _use_flat_arrays(self):
-        start = 0
-        for layer in self.dense_layers:
-            stop = start + len(layer.parameters())
-            grads = None if self._flat_grads is None else self._flat_grads[start:stop]
-            layer.use_arrays(self._flat_params[start:stop], grads)
-            start = stop
-
-    def memory_estimate(self, batch_size, training=True):
-        """Rough bytes a step on ``batch_size`` rows needs on the device: the parameters
-        (with gradients and up to two optimizer state arrays when training) and every
-        layer's output for the batch (with its gradient when training)."""
-        itemsize = 4 if self.dtype == "float32" else 8
-        n_params = sum(int(math.prod(param.shape)) for param in self.parameters())
-        widths = self.n_features_in + sum(layer.n_out for layer in self.dense_layers) * 2
-        copies = 2 if training else 1
-        return itemsize * (batch_size * widths * copies + n_params * (4 if training else 1))
+        """Move the parameters into one flat array, keeping their values (when the model is
+        made or copied); only Dense layers have parameters to pack."""
+        self._flat = None
+        if self.backend.flat_views and all(
+                isinstance(layer, Dense) for layer in self.layers if layer.parameters()):
+            self._flat = FlatParameters(self.backend, self.dtype, self.dense_layers)
 
     # -- prediction -------------------------------------------------------------------------
     @_predicting("predict")
@@ -401,11 +285,7 @@ class Sequential:
         last finite epoch are restored and DivergenceError is raised. Ctrl-C stops after the
         current step with a consistent model, and History holds the completed epochs.
         """
-        loss = get_loss(loss)
-        if isinstance(optimizer, Optimizer) and lr is not None:
-            raise ValueError("lr is for an optimizer given by name; set the learning rate "
-                             "on the optimizer you built (nb.SGD(lr=...))")
-        optimizer = get_optimizer(optimizer, lr)
+        loss, optimizer = get_loss(loss), get_optimizer(optimizer, lr)
         epochs = check_positive_int("epochs", epochs)
         if batch_size is not None:
             batch_size = check_positive_int("batch_size", batch_size)
@@ -419,24 +299,21 @@ class Sequential:
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
             validation_data = self._prepared(X_val, y_val, loss, "X_val")
-        batch_size = min(batch_size or x.shape[0], x.shape[0])
         self.history = History()
         self._last_forward = None  # the layers' saved inputs are about to be replaced
-        if not distributed:
-            trainer = Trainer(self, loss, optimizer, alpha)
-            return trainer.fit(x, target, epochs, batch_size, self.backend.host_rng(seed)
-                               if shuffle else None, validation_data,
-                               progress=Progress(epochs, verbose), history=self.history)
-        from .distributed import data_parallel
+        replicated = nullcontext()
+        if distributed:
+            from .distributed import data_parallel
 
-        parallel = data_parallel(distributed)
-        seed = parallel.attach(self, x, target, loss, optimizer, seed)
-        with parallel.training(shared_errors=(DivergenceError,)) as sharding:
-            trainer = Trainer(self, loss, optimizer, alpha, parallel=sharding)
-            return trainer.fit(x, target, epochs, batch_size, self.backend.host_rng(seed)
-                               if shuffle else None, validation_data,
-                               progress=Progress(epochs, verbose and parallel.is_root),
-                               history=self.history)
+            parallel = data_parallel(distributed)
+            seed = parallel.attach(self, x, target, loss, optimizer, seed)
+            verbose = verbose and parallel.is_root
+            replicated = parallel.training(shared_errors=(DivergenceError,))
+        with replicated as sharding:  # sharding: what splits the batches between ranks
+            return Trainer(self, loss, optimizer, alpha, parallel=sharding).fit(
+                x, target, epochs, min(batch_size or x.shape[0], x.shape[0]),
+                self.backend.host_rng(seed) if shuffle else None, validation_data,
+                progress=Progress(epochs, verbose), history=self.history)
 
     def _prepared(self, X, y, loss, name):
         """(x, target) checked and on the device, as fit trains on them."""
@@ -491,6 +368,42 @@ class MLP(Sequential):
         config["class"] = "MLP"
         config["mlp"] = {"activation": self.activation, "output": self.output}
         return config
+
+
+def _checked_layers(layers):
+    """(layers as a list, its Dense layers) after checking that they make a model: nnback
+    layers, each used once and in no other model, Dense sizes that chain."""
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise TypeError(f"layers must be a list of nnback layers, got "
+                        f"{type(layers).__name__}") from None
+    if not layers:
+        raise ValueError("Sequential needs at least one layer")
+    for position, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"layer {position} must be an nnback layer (nb.Dense, nb.ReLU, ...), "
+                f"got {type(layer).__name__}"
+            )
+        if any(layer is earlier for earlier in layers[:position]):
+            raise ValueError(f"layer {position} ({layer!r}) is the same object as an "
+                             "earlier layer; give each position its own layer")
+        if _in_another_model(layer):
+            raise ValueError(
+                f"layer {position} ({layer!r}) already belongs to a model, and building "
+                f"another model with it would re-initialise it there; make a new one"
+            )
+    dense_layers = [layer for layer in layers if isinstance(layer, Dense)]
+    if not dense_layers:
+        raise ValueError("Sequential needs at least one Dense layer")
+    for number, (lower, upper) in enumerate(zip(dense_layers, dense_layers[1:]), start=2):
+        if upper.n_in != lower.n_out:
+            raise ShapeError(
+                f"Dense layer {number} expects {upper.n_in} inputs but Dense layer "
+                f"{number - 1} gives {lower.n_out}; make them equal"
+            )
+    return layers, dense_layers
 
 
 def _in_another_model(layer):

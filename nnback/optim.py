@@ -233,6 +233,9 @@ def get_optimizer(optimizer, lr=None):
     """An Optimizer from an instance (returned as it is), a class or a name ("sgd", "adam");
     ``lr`` is passed on when a new one is made."""
     if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            raise ValueError("lr is for an optimizer given by name; set the learning rate "
+                             "on the optimizer you built (nb.SGD(lr=...))")
         return optimizer
     kwargs = {} if lr is None else {"lr": lr}
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):

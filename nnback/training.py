@@ -15,6 +15,7 @@ A model hands the Trainer its layers and its flat parameter and gradient arrays
 explicitly. Arrays are the model's backend arrays; x: (n_samples, n_features), target:
 (n_samples, n_outputs), prepared (checked and on the device) by the caller.
 """
+import math
 import signal
 import threading
 
@@ -102,10 +103,21 @@ class Checkpoint:
             array[...] = copy
 
 
+def memory_estimate(model, batch_size, training=True):
+    """Rough bytes a step of ``model`` on ``batch_size`` rows needs on the device: the
+    parameters (with gradients and up to two optimizer state arrays when training) and
+    every layer's output for the batch (with its gradient when training)."""
+    itemsize = 4 if model.dtype == "float32" else 8
+    n_params = sum(math.prod(param.shape) for param in model.parameters())
+    widths = model.n_features_in + sum(layer.n_out for layer in model.dense_layers) * 2
+    copies = 2 if training else 1
+    return itemsize * (batch_size * widths * copies + n_params * (4 if training else 1))
+
+
 class DeviceErrors:
     """Within the block, a backend's own error that it can explain (a GPU out of memory)
     comes out as the nnback error it translates to, naming the batch size and the memory
-    the model needs for it (``model.memory_estimate``)."""
+    the model needs for it (``memory_estimate``)."""
 
     def __init__(self, model, batch_size, training=True):
         self.model = model
@@ -119,7 +131,7 @@ class DeviceErrors:
         if error is None or not isinstance(error, Exception):
             return False
         translated = self.model.backend.translate_error(
-            error, self.batch_size, self.model.memory_estimate(self.batch_size, self.training))
+            error, self.batch_size, memory_estimate(self.model, self.batch_size, self.training))
         if translated is None:
             return False
         raise translated from error

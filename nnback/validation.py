@@ -303,6 +303,46 @@ def _one_hot(backend, labels, n_classes, dtype, name):
     return backend.asarray(one_hot, dtype)
 
 
+def prepare_weights(backend, dtype, weights, params, names):
+    """``weights`` (host or backend arrays in the order of ``params``, named ``names``)
+    checked against the parameters' count and shapes and cast to ``dtype`` on
+    ``backend``: a new list, so that nothing changes unless every array fits."""
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
+        raise TypeError(f"set_weights expects a list of {len(params)} arrays "
+                        f"({', '.join(names)}), got {type(weights).__name__}")
+    weights = list(weights)
+    if len(weights) != len(params):
+        raise ValueError(
+            f"set_weights expects {len(params)} arrays ({', '.join(names)}), got "
+            f"{len(weights)}"
+        )
+    converted = []
+    for name, param, value in zip(names, params, weights):
+        host, _ = to_host(backend, value, name)
+        host = check_fits(check_numeric(host, name), dtype, name)
+        if tuple(host.shape) != tuple(param.shape):
+            raise ShapeError(
+                f"set_weights: {name} must have shape {tuple(param.shape)}, got "
+                f"{tuple(host.shape)}"
+            )
+        converted.append(backend.asarray(host, dtype))
+    return converted
+
+
+def prepare_grad_out(backend, grad_out, shape, single, dtype):
+    """``grad_out`` (dLoss/doutput given to backward) checked against the output ``shape``
+    of the last forward pass ((n_outputs,) when ``single``: one sample) and made a
+    ``shape`` array of ``dtype``."""
+    check_same_backend(backend, grad_out, "grad_out")
+    check_device_array(backend, grad_out, "grad_out", float_only=True)
+    shown = shape[1:] if single else shape
+    if tuple(grad_out.shape) != shown:
+        raise ShapeError(f"grad_out has shape {tuple(grad_out.shape)} but the last forward "
+                         f"pass gave an output of shape {shown}")
+    grad = backend.xp.reshape(grad_out, shape) if single else grad_out
+    return backend.astype(grad, dtype)
+
+
 def check_same_backend(backend, array, name):
     """TypeError unless ``array`` is an array of ``backend`` (and on its device)."""
     if not backend.is_array(array):

@@ -27,6 +27,7 @@ from hypothesis.extra import numpy as hnp
 import nnback as nb
 from nnback.backend import CupyBackend, NumpyBackend
 from nnback.layers import Layer
+from nnback.training import memory_estimate
 from conftest import backend_or_skip
 from test_io import overwrite
 
@@ -306,7 +307,7 @@ def test_out_of_memory_in_fit_names_the_batch_and_keeps_the_last_epoch(gpu_like_
                                                         r"[0-9.]+ MiB") as info:
         model.fit(X_LINEAR, Y_LINEAR, optimizer=optimizer, epochs=5, batch_size=4, seed=0)
     assert isinstance(info.value.__cause__, cupy_module.cuda.memory.OutOfMemoryError)
-    assert info.value.needed_bytes == model.memory_estimate(4)
+    assert info.value.needed_bytes == memory_estimate(model, 4)
     assert_arrays_equal(model.get_weights(), optimizer.after[3], "weights after epoch 1")
     assert model.history.epoch == [1]
     assert optimizer.iterations == 4
@@ -362,7 +363,7 @@ def test_out_of_memory_in_prediction_names_the_rows(gpu_like_backend, cupy_modul
             model.evaluate(np.zeros((500, 3)), np.zeros((500, 2)))
         else:
             getattr(model, call)(np.zeros((500, 3)))
-    assert info.value.needed_bytes == model.memory_estimate(500, training=False)
+    assert info.value.needed_bytes == memory_estimate(model, 500, training=False)
     if call == "forward":
         with pytest.raises(RuntimeError, match="backward needs a forward pass first"):
             model.backward(np.zeros((100, 2)))  # the last forward that worked is not reused
