@@ -45,7 +45,7 @@ class NumpyBackend(Backend):
     def asarray(self, x, dtype=None):
         target = None if dtype is None else numpy.dtype(dtype)
         if isinstance(x, numpy.ndarray) and (target is None or x.dtype == target):
-            return _canonical(x)
+            return x if x.dtype is target else _canonical(x)
         return numpy.asarray(host_array(x), dtype=target)
 
     def zeros(self, shape, dtype):

@@ -245,7 +245,7 @@ class Sequential:
         x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
         target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
         with DeviceErrors(self, x.shape[0], training=False):
-            return float(self.backend.to_numpy(prediction_loss(self, x, target, loss)))
+            return self.backend.scalars_to_host(prediction_loss(self, x, target, loss))[0]
 
     # -- training ---------------------------------------------------------------------------
     @_training("train_step")
@@ -259,8 +259,8 @@ class Sequential:
         target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
         self._last_forward = None  # the layers' saved inputs are about to be replaced
         with DeviceErrors(self, x.shape[0]):
-            value = Trainer(self, loss, optimizer, alpha).step(x, target)
-            return float(self.backend.to_numpy(value))
+            return self.backend.scalars_to_host(Trainer(self, loss, optimizer, alpha).step(
+                x, target))[0]
 
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,

@@ -151,12 +151,15 @@ def _object_to_float(host, name):
         raise ValueError(f"{name} holds an integer too large for a float") from None
 
 
+_ITEMSIZE = {"float32": 4, "float64": 8}  # of the model dtypes (check_dtype's names)
+
+
 def _ready_floats(host, dtype):
     """Whether the host array ``host`` passes check_numeric and check_fits at a glance:
     finite floats, not empty, no wider than ``dtype`` (the common case, checked in one
     pass; anything else takes the full checks, which name the problem)."""
     return host.dtype.kind == "f" and host.size and \
-        host.dtype.itemsize <= numpy.dtype(dtype).itemsize and \
+        host.dtype.itemsize <= (_ITEMSIZE.get(dtype) or numpy.dtype(dtype).itemsize) and \
         numpy.logical_and.reduce(numpy.isfinite(host), axis=None)
 
 
