@@ -68,3 +68,58 @@ def test_only_the_backend_modules_import_cupy():
             if any(name == "cupy" or name.startswith("cupy.") for name in names):
                 importers.add(path.stem)
     assert importers <= {"backend", "backend_base", "backend_numpy", "backend_cupy"}, importers
+
+
+def private_uses_across_modules():
+    """(module, name) for each ``other._name`` where ``other`` is an nnback module or an
+    object of one imported by name (``from .x import y`` then ``y._name``): what check
+    rule 'no module calls another's private names' forbids."""
+    found = []
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported.update(alias.asname or alias.name for alias in node.names)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                    and not node.attr.startswith("__") and isinstance(node.value, ast.Name) \
+                    and node.value.id in imported:
+                found.append((path.stem, f"{node.value.id}.{node.attr}"))
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_uses_across_modules() == []
+
+
+def class_lines(module, name):
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    node = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
+    return node.end_lineno - node.lineno + 1
+
+
+def test_the_model_and_the_estimator_base_stay_small():
+    """Issue 14's bounds: a class that a maintainer reads in one sitting (the training loop
+    lives in training.py, input checks in validation.py and sklearn_input.py)."""
+    assert class_lines("model", "Sequential") <= 300
+    assert class_lines("estimators", "_BaseMLP") <= 300
+
+
+def test_the_training_loop_is_in_one_place():
+    """Only training.py loops over training steps: the model, the estimators, gradcheck and
+    the benchmarks hand their data to its Trainer."""
+    loops = []
+    for path in PACKAGE.glob("*.py"):
+        if path.stem == "training":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.For, ast.While)) and any(
+                    isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ("step", "_step", "train_step", "compute_gradients",
+                                           "epoch", "_run_epoch")
+                    for call in ast.walk(node)):
+                loops.append(f"{path.stem}.py:{node.lineno}")
+    assert loops == []
+    for module in ("model", "estimators", "gradcheck", "bench"):
+        assert "Trainer(" in (PACKAGE / f"{module}.py").read_text(encoding="utf-8"), module

@@ -234,9 +234,10 @@ def test_arrays_handed_to_the_user_are_not_reused():
     assert not np.shares_memory(model.predict(first_x), model.predict(first_x))
 
 
-def test_replaced_parameters_are_trained_after_repacking():
-    """Dense.set_parameters swaps W and b for new arrays: the next step packs them into
-    the flat arrays again, keeping their values, and trains them."""
+def test_set_parameters_writes_into_the_packed_arrays_and_they_train():
+    """Dense.set_parameters writes the new values into W and b, which stay views of the
+    model's flat array: the next step trains them, and the caller's arrays are left
+    alone."""
     model, step = prepared_step([6, 5, 3], 4, nb.SGD(lr=0.1))
     step()
     dense = model.dense_layers[0]
