@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 
 from .backend import (Backend, BackendUnavailableError, DeviceOutOfMemoryError,
                       available_backends, get_backend)
-from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .losses import MSE, SSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from .layers import Dense, Exp, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .losses import (MSE, SSE, BinaryCrossEntropy, Loss, PoissonDeviance,
+                     SoftmaxCrossEntropy)
 from .optim import SGD, Adam, Optimizer
 from .model import MLP, DivergenceError, History, Sequential
 from .validation import ShapeError
@@ -22,8 +23,8 @@ from . import datasets, distributed
 __all__ = [
     "Backend", "BackendUnavailableError", "DeviceOutOfMemoryError", "available_backends",
     "get_backend",
-    "Dense", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
-    "MSE", "SSE", "BinaryCrossEntropy", "Loss", "SoftmaxCrossEntropy",
+    "Dense", "Exp", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "MSE", "SSE", "BinaryCrossEntropy", "Loss", "PoissonDeviance", "SoftmaxCrossEntropy",
     "SGD", "Adam", "Optimizer",
     "MLP", "DivergenceError", "History", "Sequential", "ShapeError",
     "ModelFileError", "load", "gradcheck", "datasets", "distributed",

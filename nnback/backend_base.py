@@ -225,6 +225,13 @@ class Backend:
         """grad_y · (1 − y²), where y = tanh(x)."""
         return grad_y * (1.0 - y * y)
 
+    def exp(self, x, out=None):
+        return self.xp.exp(x)
+
+    def exp_backward(self, grad_y, y, out=None):
+        """grad_y · y, where y = exp(x)."""
+        return grad_y * y
+
     def softmax(self, x, out=None):
         """e^x / Σ e^x along the last axis, shifted by the row maximum (no overflow)."""
         xp = self.xp

@@ -184,6 +184,16 @@ class NumpyBackend(Backend):
         numpy.multiply(out, y, out=out)
         return numpy.multiply(out, grad_y, out=out)
 
+    def exp(self, x, out=None):
+        if out is None or x.dtype is not out.dtype:
+            return super().exp(x)
+        return numpy.exp(x, out=out)
+
+    def exp_backward(self, grad_y, y, out=None):
+        if out is None or grad_y.dtype is not out.dtype or y.dtype is not out.dtype:
+            return super().exp_backward(grad_y, y)
+        return numpy.multiply(grad_y, y, out=out)
+
     def scaled_difference(self, a, b, scale, out=None):
         if out is None or a.dtype is not out.dtype or b.dtype is not out.dtype:
             return super().scaled_difference(a, b, scale)

@@ -50,15 +50,21 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import threads
-from .losses import BinaryLogLoss, HalfSquaredError, SoftmaxCrossEntropy
+from .losses import BinaryLogLoss, HalfSquaredError, PoissonDeviance, SoftmaxCrossEntropy
 from .model import MLP
 from .optim import SGD, Adam
 from .sklearn_input import (ACTIVATIONS, OUTPUT_ACTIVATIONS, STOCHASTIC_SOLVERS, check_params,
-                            dispatch_output, input_dtype, split_validation, validate_X)
+                            dispatch_output, input_dtype, sample_weights, split_validation,
+                            validate_X)
 from .threads import ModelGuard
 from .training import Checkpoint, DivergenceError, NoImprovement, Trainer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's own sentence when training ends with NaN or infinite weights (nnback's
+# advice follows it), so that code matching scikit-learn's message keeps working
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+               "large values and need to be preprocessed.")
 
 
 class _SklearnAdam(Adam):
@@ -139,15 +145,37 @@ class _SklearnEpochs:
                           ConvergenceWarning)
         return self.incremental  # partial_fit: one epoch
 
+    def diverged(self, error):
+        """After a DivergenceError: scikit-learn's ValueError (its sentence, then what
+        happened), or with early stopping a warning, the best validated weights being kept
+        as scikit-learn keeps them."""
+        what = "the weights became NaN or infinite" if error.loss is None \
+            else f"the training loss became {error.loss}"
+        if self.best is None:
+            raise ValueError(
+                f"{_NON_FINITE} ({what} in iteration {error.epoch} with learning rate "
+                f"{error.lr}: scale the data, e.g. with StandardScaler, or lower "
+                "learning_rate_init)") from None
+        warnings.warn(f"{what} in iteration {error.epoch} (learning rate {error.lr}); "
+                      "training stopped, and the weights with the best validation score "
+                      f"({self.estimator.best_validation_score_:g}) are kept",
+                      ConvergenceWarning)
+
     def _validation_score(self):
-        x_val, y_val = self.validation_set
+        x_val, y_val, weights_val = self.validation_set
         output = self.model.backend.to_numpy(self.model.forward(x_val, training=False))
-        score = self.estimator._score_output(output, y_val) \
+        score = self.estimator._score_output(output, y_val, weights_val) \
             if numpy.all(numpy.isfinite(output)) else numpy.nan
         self.estimator.validation_scores_.append(score)
         if self.estimator.verbose:
             print(f"Validation score: {score:f}")
         return score
+
+
+def _shared_parameters(arguments):
+    """The parameters of _BaseMLP.__init__ from a subclass's ``locals()``."""
+    return {name: value for name, value in arguments.items()
+            if name not in ("self", "__class__", "loss", "class_weight")}
 
 
 # -- threads --------------------------------------------------------------------------------------
@@ -296,11 +324,12 @@ class _BaseMLP(BaseEstimator):
 
     # -- fitting ----------------------------------------------------------------------------
     @_training("fit")
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to X (n_samples, n_features) and y (class labels for the
         classifier, numbers for the regressor; 2-D for multilabel / multi-output).
-        Returns self."""
-        return self._fit(X, y, incremental=False)
+        sample_weight: (n_samples,) weights; each batch's loss is their weighted mean, as
+        in scikit-learn. Returns self."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     def _check_solver(self):
         if self.solver not in STOCHASTIC_SOLVERS:
@@ -308,7 +337,7 @@ class _BaseMLP(BaseEstimator):
                                  f"('sgd', 'adam'); solver={self.solver!r} is not one")
         return True
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         hidden = check_params(self)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         backend = get_backend(self.backend)  # or BackendUnavailableError saying why
@@ -316,6 +345,7 @@ class _BaseMLP(BaseEstimator):
                           y=y, fit=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        weights = sample_weights(self, sample_weight, x.shape[0], y)
         y = self._encode_targets(y, incremental)
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         layer_units = [x.shape[1]] + hidden + [y.shape[1]]
@@ -332,19 +362,21 @@ class _BaseMLP(BaseEstimator):
         x = backend.astype(x, model.dtype)
         loss = self._make_loss()
         target = loss.prepare_target(backend, y, (x.shape[0], y.shape[1]), model.dtype)
+        if weights is not None:
+            weights = backend.asarray(weights.reshape(-1, 1), model.dtype)
         trainer = Trainer(model, loss, alpha=self.alpha)
         try:
             if self.solver in STOCHASTIC_SOLVERS:
-                self._fit_stochastic(trainer, x, target, y, incremental)
+                self._fit_stochastic(trainer, x, target, y, incremental, weights)
             else:
-                self._fit_lbfgs(trainer, x, target)
+                self._fit_lbfgs(trainer, x, target, weights)
         finally:
             self._publish(model)
         if not all(numpy.all(numpy.isfinite(array)) for array in self.coefs_ + self.intercepts_):
-            raise ValueError(f"solver={self.solver!r} produced NaN or infinite weights; the "
-                             "input data may contain large values: scale it (e.g. "
-                             "StandardScaler) or lower learning_rate_init")
+            raise ValueError(_NON_FINITE + f" (solver={self.solver!r}: scale the data, e.g. "
+                             "with StandardScaler, or lower learning_rate_init)")
         return self
+
 
     def _initialize(self, y, layer_units, backend, dtype):
         """Fresh fitted state and a network initialised as scikit-learn does (Glorot uniform,
@@ -383,7 +415,7 @@ class _BaseMLP(BaseEstimator):
                    nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
                    schedule=self.learning_rate, power_t=self.power_t)
 
-    def _fit_stochastic(self, trainer, x, target, y, incremental):
+    def _fit_stochastic(self, trainer, x, target, y, incremental, weights=None):
         """scikit-learn's stochastic solvers through the Trainer, with its batch order
         (_SampleOrder) and its bookkeeping after each epoch (_SklearnEpochs)."""
         if not incremental or getattr(self, "_optimizer", None) is None:
@@ -394,7 +426,8 @@ class _BaseMLP(BaseEstimator):
         trainer.optimizer = self._optimizer
         validation_set = None
         if self.early_stopping:
-            validation_set, x, target = split_validation(self, trainer.backend, x, target, y)
+            validation_set, x, target, weights = split_validation(
+                self, trainer.backend, x, target, y, weights)
         n_samples = x.shape[0]
         batch_size = min(200 if self.batch_size == "auto" else self.batch_size, n_samples)
         if self.batch_size != "auto" and self.batch_size > n_samples:
@@ -404,20 +437,16 @@ class _BaseMLP(BaseEstimator):
         epochs = _SklearnEpochs(self, trainer.model, validation_set, n_samples, incremental)
         self.n_iter_ = 0
         try:
-            trainer.fit(x, target, self.max_iter, batch_size, order, end_of_epoch=epochs)
+            trainer.fit(x, target, self.max_iter, batch_size, order, end_of_epoch=epochs,
+                        sample_weight=weights)
         except DivergenceError as error:
-            what = "the weights became NaN or infinite" if error.loss is None \
-                else f"the training loss became {error.loss}"
-            raise ValueError(
-                f"{what} in iteration {error.epoch} "
-                f"(learning rate {error.lr}); the input data may contain large values: "
-                "scale it (e.g. StandardScaler) or lower learning_rate_init") from None
+            epochs.diverged(error)
         except KeyboardInterrupt:  # Ctrl-C stops after a step, as in scikit-learn
             warnings.warn("Training interrupted by user.")
         if epochs.best is not None:
             epochs.best.restore()
 
-    def _fit_lbfgs(self, trainer, x, target):
+    def _fit_lbfgs(self, trainer, x, target, weights=None):
         """scipy's L-BFGS-B on the flat parameter vector (coefs then intercepts, float64 on
         the host, as scikit-learn orders them); each evaluation is one full-batch forward
         and backward pass of the Trainer on the backend, so parameters go over and
@@ -434,7 +463,7 @@ class _BaseMLP(BaseEstimator):
 
         def loss_and_gradient(flat):
             set_parameters(flat)
-            value, _ = trainer.compute_gradients(x, target)
+            value, _ = trainer.compute_gradients(x, target, weights=weights)
             grads = model.gradients()
             gradient = numpy.concatenate([backend.to_numpy(grad).ravel()
                                           for grad in grads[0::2] + grads[1::2]])
@@ -486,11 +515,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes_, coefs_, intercepts_ (read-only host NumPy; coefs_[i] has shape (n_in, n_out)),
     loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_, n_iter_,
     n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_, t_.
+
+    class_weight: None, "balanced" or {class: weight} (a list of them for multilabel y),
+        as scikit-learn's other classifiers take it: each sample's weight in the loss is
+        multiplied by its class's (sklearn.utils.class_weight.compute_sample_weight).
     """
 
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="auto", dtype=None, class_weight=None):
+        super().__init__(**_shared_parameters(locals()))
+        self.class_weight = class_weight
+
     def _encode_targets(self, y, incremental):
-        """scikit-learn's rules for classes_ (fit, warm_start, partial_fit); returns the
-        indicator matrix the network is trained on."""
+        """scikit-learn's rules for classes_ (fit, warm_start, partial_fit), and its
+        messages; returns the indicator matrix the network is trained on."""
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
@@ -499,11 +542,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if self.warm_start:
                 if set(classes) != set(self.classes_):
                     raise ValueError(
-                        f"warm_start needs y with the classes of the previous fit: "
-                        f"classes_ is {self.classes_}, y has {classes}")
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` "
+                        f"has {classes}")
             elif len(numpy.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"y has classes not in classes_: classes_ is "
-                                 f"{self.classes_}, y has {classes}")
+                raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` "
+                                 f"has {self.classes_}. 'y' has {classes}.")
         return self._label_binarizer.transform(y).astype(bool)
 
     def _output_activation(self):
@@ -517,15 +561,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
 
-    def _score_output(self, output, y_encoded):
+    def _score_output(self, output, y_encoded, sample_weight=None):
         return accuracy_score(self._label_binarizer.inverse_transform(y_encoded),
-                              self._labels(output))
+                              self._labels(output), sample_weight=sample_weight)
 
     @available_if(lambda estimator: estimator._check_solver())
     @_training("partial_fit")
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y). classes: every class label that will ever appear (needed
-        on the first call; y need not contain them all). Returns self."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y). sample_weight: as in fit. classes: every class label that
+        will ever appear (needed on the first call; y need not contain them all). Returns
+        self."""
         if getattr(self, "classes_", None) is None:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit "
@@ -537,7 +582,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                                            unique_labels(classes)):
             raise ValueError(f"classes={classes!r} differs from the first call to "
                              f"partial_fit, which gave classes_ {self.classes_}")
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         """Class labels (n_samples,), or an indicator matrix (n_samples, n_labels) for
@@ -571,27 +616,42 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by nnback on NumPy or CuPy.
 
     scikit-learn's ``sklearn.neural_network.MLPRegressor`` with the same parameters and
-    meanings (it minimises the squared error; the output is linear), plus ``backend`` and
-    ``dtype`` as in MLPClassifier. A 2-D y gives one output per column.
+    meanings, plus ``backend`` and ``dtype`` as in MLPClassifier. A 2-D y gives one output
+    per column.
+
+    loss: "squared_error" (half the squared error; a linear output) or "poisson" (half the
+        Poisson deviance, with an exponential output: predictions are positive means, for
+        counts or rates y >= 0; a negative y is refused with scikit-learn's message for its
+        Poisson models).
     """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="auto", dtype=None):
+        super().__init__(**_shared_parameters(locals()))
+        self.loss = loss
 
     def _encode_targets(self, y, incremental):
         return y
 
     def _output_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _make_loss(self):
-        return HalfSquaredError()
+        return PoissonDeviance() if self.loss == "poisson" else HalfSquaredError()
 
-    def _score_output(self, output, y):
-        return r2_score(y, output)
+    def _score_output(self, output, y, sample_weight=None):
+        return r2_score(y, output, sample_weight=sample_weight)
 
     @available_if(lambda estimator: estimator._check_solver())
     @_training("partial_fit")
-    def partial_fit(self, X, y):
-        """One epoch over (X, y). Returns self."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), weighted by sample_weight as in fit. Returns self."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predictions (n_samples,), or (n_samples, n_outputs) for a 2-D y."""

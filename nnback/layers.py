@@ -237,6 +237,12 @@ class ReLU(_Elementwise):
     function = "relu"
 
 
+class Exp(_Elementwise):
+    """y = e^x, a positive output (a Poisson regression's mean); dy/dx = y."""
+
+    function = "exp"
+
+
 class LeakyReLU(Layer):
     """y = x where x > 0, else negative_slope · x."""
 
@@ -301,6 +307,7 @@ ACTIVATIONS = {
     "leaky_relu": LeakyReLU,
     "softmax": Softmax,
     "identity": Identity,
+    "exp": Exp,
 }
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, *ACTIVATIONS.values())}
 

@@ -7,10 +7,15 @@ pred: (n_samples, n_outputs). target: the shape of pred; a 1-output model also t
 The public ``forward``/``backward`` check the target (shape, values) and bring it to the
 backend; models do that once per fit with ``prepare_target`` and then call ``value`` and
 ``gradient``, which assume a prepared target.
+
+Sample weights: ``value`` and ``gradient`` take ``weights``, None or per-row weights of
+shape (n_samples, 1) that average 1 (the training loop normalises a batch's sample weights
+so). Each row's terms are multiplied by its weight: a mean over rows becomes scikit-learn's
+weighted average Σ w_i L_i / Σ w_i.
 """
 import math
 
-from .layers import Sigmoid, Softmax
+from .layers import Exp, Sigmoid, Softmax
 from . import validation
 
 
@@ -52,10 +57,10 @@ class Loss:
     def __call__(self, pred, target):
         return self.forward(pred, target)
 
-    def value(self, xp, pred, target):
+    def value(self, xp, pred, target, weights=None):
         raise NotImplementedError
 
-    def gradient(self, xp, pred, target):
+    def gradient(self, xp, pred, target, weights=None):
         raise NotImplementedError
 
     def gradient_scale(self, output):
@@ -74,11 +79,11 @@ class Loss:
         Softmax) rather than the model's output."""
         return getattr(self, "takes_logits", False) and self.folds(last_layer)
 
-    def gradient_through_activation(self, xp, output, target):
+    def gradient_through_activation(self, xp, output, target, weights=None):
         """dL/dz where output = output_activation(z): (output − target) · gradient_scale. A
         model computes it as ``backend.scaled_difference`` (one kernel on cupy); a loss
         changes it through ``gradient_scale``."""
-        return (output - target) * self.gradient_scale(output)
+        return (output - target) * _weighted(self.gradient_scale(output), weights)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -89,12 +94,12 @@ class MSE(Loss):
 
     gradient_is_scaled_difference = True
 
-    def value(self, xp, pred, target):
-        error = pred - target
-        return xp.sum(error * error) / _size(pred)  # the mean (numpy.mean's own arithmetic)
+    def value(self, xp, pred, target, weights=None):
+        error = pred - target  # the mean as numpy.mean computes it: a sum, then a division
+        return xp.sum(_weighted(error * error, weights)) / _size(pred)
 
-    def gradient(self, xp, pred, target):
-        return (pred - target) * self.gradient_scale(pred)
+    def gradient(self, xp, pred, target, weights=None):
+        return (pred - target) * _weighted(self.gradient_scale(pred), weights)
 
     def gradient_scale(self, pred):
         """dL/dpred = 2 (pred − target) / n_elements."""
@@ -107,12 +112,12 @@ class SSE(Loss):
     reduction = "sum"
     gradient_is_scaled_difference = True
 
-    def value(self, xp, pred, target):
+    def value(self, xp, pred, target, weights=None):
         error = pred - target
-        return 0.5 * xp.sum(error * error)
+        return 0.5 * xp.sum(_weighted(error * error, weights))
 
-    def gradient(self, xp, pred, target):
-        return pred - target
+    def gradient(self, xp, pred, target, weights=None):
+        return _weighted(pred - target, weights)
 
     def gradient_scale(self, pred):
         return 1.0
@@ -125,8 +130,8 @@ class HalfSquaredError(MSE):
     for one output and differ by the factor n_outputs for several; both are kept as
     scikit-learn has them so that loss_curve_ and tol mean the same."""
 
-    def value(self, xp, pred, target):
-        return 0.5 * super().value(xp, pred, target)
+    def value(self, xp, pred, target, weights=None):
+        return 0.5 * super().value(xp, pred, target, weights)
 
     def gradient_scale(self, pred):
         return 1.0 / pred.shape[0]
@@ -141,13 +146,14 @@ class BinaryCrossEntropy(Loss):
     target_kind = "probabilities"
     pred_kind = "probabilities"
 
-    def value(self, xp, pred, target):
+    def value(self, xp, pred, target, weights=None):
         p = _clip_probability(xp, pred)
-        return -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
+        terms = target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)
+        return -xp.sum(_weighted(terms, weights)) / _size(pred)
 
-    def gradient(self, xp, pred, target):
+    def gradient(self, xp, pred, target, weights=None):
         p = _clip_probability(xp, pred)
-        return (p - target) / (p * (1.0 - p) * _size(pred))
+        return _weighted((p - target) / (p * (1.0 - p) * _size(pred)), weights)
 
     def gradient_scale(self, output):
         """dL/dz where output = sigmoid(z) is (output − target) / n_elements."""
@@ -160,11 +166,11 @@ class BinaryLogLoss(BinaryCrossEntropy):
     weighs as one binary problem. After the Sigmoid output the gradient is
     (p − t)/n_samples."""
 
-    def value(self, xp, pred, target):
-        return super().value(xp, pred, target) * pred.shape[1]
+    def value(self, xp, pred, target, weights=None):
+        return super().value(xp, pred, target, weights) * pred.shape[1]
 
-    def gradient(self, xp, pred, target):
-        return super().gradient(xp, pred, target) * pred.shape[1]
+    def gradient(self, xp, pred, target, weights=None):
+        return super().gradient(xp, pred, target, weights) * pred.shape[1]
 
     def gradient_scale(self, output):
         return 1.0 / output.shape[0]
@@ -182,18 +188,40 @@ class SoftmaxCrossEntropy(Loss):
     takes_logits = True
     target_kind = "classes"
 
-    def value(self, xp, pred, target):
+    def value(self, xp, pred, target, weights=None):
         shifted = pred - xp.max(pred, axis=1, keepdims=True)
         log_softmax = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        return -xp.sum(target * log_softmax) / pred.shape[0]
+        return -xp.sum(_weighted(target * log_softmax, weights)) / pred.shape[0]
 
-    def gradient(self, xp, pred, target):
+    def gradient(self, xp, pred, target, weights=None):
         shifted = xp.exp(pred - xp.max(pred, axis=1, keepdims=True))
         softmax = shifted / xp.sum(shifted, axis=1, keepdims=True)
-        return self.gradient_through_activation(xp, softmax, target)
+        return self.gradient_through_activation(xp, softmax, target, weights)
 
     def gradient_scale(self, output):
         """dL/dz where output = softmax(z) is (output − target) / n_samples."""
+        return 1.0 / output.shape[0]
+
+
+class PoissonDeviance(Loss):
+    """Half the Poisson deviance, scikit-learn's loss="poisson" for MLPRegressor: for counts
+    or rates t ≥ 0 and predicted means p > 0 (an Exp output),
+    L = (1/n) Σ_i Σ_k (t log(t/p) − t + p), with t log(t/p) = 0 where t = 0. After an Exp
+    output layer (p = e^z) the gradient with respect to z is (p − t)/n_samples."""
+
+    output_activation = Exp
+    target_kind = "counts"
+
+    def value(self, xp, pred, target, weights=None):
+        positive = xp.where(target > 0, target, 1.0)  # t log t is 0 where t = 0
+        terms = target * (xp.log(positive) - xp.log(pred)) - target + pred
+        return xp.sum(_weighted(terms, weights)) / pred.shape[0]
+
+    def gradient(self, xp, pred, target, weights=None):
+        return _weighted((1.0 - target / pred) / pred.shape[0], weights)
+
+    def gradient_scale(self, output):
+        """dL/dz where output = exp(z) is (output − target) / n_samples."""
         return 1.0 / output.shape[0]
 
 
@@ -206,6 +234,7 @@ LOSSES = {
     "crossentropy": SoftmaxCrossEntropy,
     "half_squared_error": HalfSquaredError,
     "binary_log_loss": BinaryLogLoss,
+    "poisson": PoissonDeviance,
 }
 
 
@@ -218,6 +247,11 @@ def get_loss(loss):
     if isinstance(loss, str) and loss.strip().lower() in LOSSES:
         return LOSSES[loss.strip().lower()]()
     raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
+
+
+def _weighted(terms, weights):
+    """``terms`` with each row multiplied by its weight (weights: None or (n_samples, 1))."""
+    return terms if weights is None else terms * weights
 
 
 def _size(array):

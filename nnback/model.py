@@ -265,20 +265,20 @@ class Sequential:
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,
             shuffle=True, seed=None, validation_data=None, verbose=False, alpha=0.0,
-            distributed=False):
+            distributed=False, sample_weight=None):
         """Train with mini-batches; returns a History (also kept as ``model.history``).
 
         X: (n_samples, n_features); y: (n_samples, n_outputs), (n_samples,) for one output,
         or integer labels for SoftmaxCrossEntropy. loss: a Loss or a name ("mse", "sse",
-        "bce", "crossentropy"). optimizer: an Optimizer (its state carries over between fits)
-        or a name ("sgd", "adam") built with ``lr`` (default: the optimizer's own, 0.1 for
-        SGD, 1e-3 for Adam). batch_size: None for the whole set each step. shuffle: a new
-        order each epoch, drawn from ``seed``. validation_data: (X_val, y_val), evaluated
-        after every epoch. verbose: a progress bar (tqdm when installed, else one line per
-        epoch). alpha: L2 penalty on the weights as in scikit-learn. distributed: True (or an
-        nb.distributed.DataParallel) for data-parallel training under ``mpiexec -n N``: every
-        rank passes the same arguments, trains on its shard of each batch, and only rank 0
-        shows progress (see nnback.distributed).
+        "bce", "crossentropy", "poisson"). optimizer: an Optimizer (its state carries over
+        between fits) or a name ("sgd", "adam") built with ``lr`` (default: 0.1 for SGD,
+        1e-3 for Adam). batch_size: None for the whole set each step. shuffle: a new order
+        each epoch, drawn from ``seed``. validation_data: (X_val, y_val) or (X_val, y_val,
+        w_val), evaluated after every epoch. verbose: a progress bar (tqdm when installed,
+        else a line per epoch). alpha: L2 penalty on the weights as in scikit-learn.
+        sample_weight: a weight >= 0 per row of X; each batch's loss is their weighted mean
+        (scikit-learn's and Keras's sample_weight). distributed: True (or a DataParallel)
+        for data-parallel training under ``mpiexec -n N`` (see nnback.distributed).
 
         X and y move to the device once; mini-batches are cut on the device, and the loss
         comes back once per epoch. If the loss becomes NaN or infinite, the weights of the
@@ -292,19 +292,18 @@ class Sequential:
         shuffle, verbose = check_bool("shuffle", shuffle), check_bool("verbose", verbose)
         seed = check_seed("seed", seed)
         alpha = validation.check_fraction("alpha", alpha, high=float("inf"))
-        x, target = self._prepared(X, y, loss, "X")
+        x, target, weights = self._prepared(loss, X, y, sample_weight)
         if validation_data is not None:
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            validation_data = self._prepared(X_val, y_val, loss, "X_val")
+            validation_data = self._prepared(
+                loss, *validation.unpack_validation_data(validation_data), suffix="_val")
         self.history = History()
         self._last_forward = None  # the layers' saved inputs are about to be replaced
         replicated = nullcontext()
         if distributed:
             from .distributed import data_parallel
 
+            if weights is not None:
+                raise ValueError("sample_weight is not supported with distributed=True yet")
             parallel = data_parallel(distributed)
             seed = parallel.attach(self, x, target, loss, optimizer, seed)
             verbose = verbose and parallel.is_root
@@ -313,16 +312,17 @@ class Sequential:
             return Trainer(self, loss, optimizer, alpha, parallel=sharding).fit(
                 x, target, epochs, min(batch_size or x.shape[0], x.shape[0]),
                 self.backend.host_rng(seed) if shuffle else None, validation_data,
-                progress=Progress(epochs, verbose), history=self.history)
+                progress=Progress(epochs, verbose), history=self.history,
+                sample_weight=weights)
 
-    def _prepared(self, X, y, loss, name):
-        """(x, target) checked and on the device, as fit trains on them."""
+    def _prepared(self, loss, X, y, sample_weight=None, suffix=""):
+        """(x, target, weights or None) checked and on the device, as fit trains on them."""
         x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype,
-                                        name=name)
+                                        name="X" + suffix)
         return x, loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs),
-                                      self.dtype)
+                                      self.dtype), validation.prepare_sample_weight(
+            self.backend, sample_weight, x.shape[0], self.dtype, "sample_weight" + suffix)
 
-    # -- files ------------------------------------------------------------------------------
     def save(self, path, extra=None):
         """Write the model to ``path`` atomically: arrays plus JSON metadata, never a pickle
         (nnback.fileformat); ``nb.load`` reads it on any backend. extra: an optional

@@ -13,7 +13,8 @@ import sklearn
 from sklearn.base import is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array
-from sklearn.utils.validation import validate_data
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from .backend import backend_of, check_dtype, is_array_object
 from .validation import (check_choice, check_fraction, check_positive_int,
@@ -23,7 +24,8 @@ STOCHASTIC_SOLVERS = ("sgd", "adam")
 SOLVERS = ("lbfgs",) + STOCHASTIC_SOLVERS
 # scikit-learn's activation names -> nnback's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-OUTPUT_ACTIVATIONS = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
+OUTPUT_ACTIVATIONS = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity",
+                      "exp": "exp"}
 FLOAT_DTYPES = (numpy.float64, numpy.float32)  # float32/float64 kept, others -> float64
 _HOST_MODULES = ("numpy", "cupy", "array_api_strict")
 
@@ -43,6 +45,8 @@ def check_params(estimator):
                          f"got {estimator.hidden_layer_sizes!r}") from None
     check_choice("activation", estimator.activation, tuple(ACTIVATIONS))
     check_choice("solver", estimator.solver, SOLVERS)
+    if hasattr(estimator, "loss"):
+        check_choice("loss", estimator.loss, ("squared_error", "poisson"))
     check_fraction("alpha", estimator.alpha, high=float("inf"))
     if estimator.batch_size != "auto":
         check_positive_int("batch_size (or 'auto')", estimator.batch_size)
@@ -134,9 +138,23 @@ def _validate_host_y(estimator, y, n_samples):
     return y
 
 
-def split_validation(estimator, backend, x, target, y):
-    """scikit-learn's early-stopping split: ((x_val, y_val as host labels), x_train,
-    target_train), stratified for single-output classifiers."""
+def sample_weights(estimator, sample_weight, n_samples, y):
+    """The rows' weights as host NumPy (n_samples,), or None: ``sample_weight`` checked as
+    scikit-learn checks it (its own _check_sample_weight, so its messages), times the class
+    weights of a classifier's ``class_weight`` (compute_sample_weight on the labels y)."""
+    if sample_weight is not None:
+        sample_weight = _check_sample_weight(sample_weight, numpy.empty((n_samples, 0)))
+    class_weight = getattr(estimator, "class_weight", None)
+    if class_weight is None:
+        return sample_weight
+    by_class = compute_sample_weight(class_weight, y)
+    return by_class if sample_weight is None else sample_weight * by_class
+
+
+def split_validation(estimator, backend, x, target, y, weights=None):
+    """scikit-learn's early-stopping split: ((x_val, y_val as host labels, host weights_val
+    or None), x_train, target_train, weights_train or None), stratified for single-output
+    classifiers; sample weights follow their rows."""
     stratify = y if is_classifier(estimator) and estimator.n_outputs_ == 1 else None
     train_rows, val_rows = train_test_split(
         numpy.arange(x.shape[0]), random_state=estimator._random_state,
@@ -146,10 +164,14 @@ def split_validation(estimator, backend, x, target, y):
             f"The validation set is too small: validation_fraction="
             f"{estimator.validation_fraction} of {x.shape[0]} samples gives "
             f"{val_rows.shape[0]}; increase validation_fraction or the data set")
-    validation_set = (backend.take_rows(x, backend.asarray(val_rows)), y[val_rows])
+    weights_val = None if weights is None else \
+        backend.to_numpy(weights).ravel()[val_rows]
+    validation_set = (backend.take_rows(x, backend.asarray(val_rows)), y[val_rows],
+                      weights_val)
     train_rows = backend.asarray(train_rows)
     return validation_set, backend.take_rows(x, train_rows), \
-        backend.take_rows(target, train_rows)
+        backend.take_rows(target, train_rows), \
+        None if weights is None else backend.take_rows(weights, train_rows)
 
 
 # -- arrays from other libraries --------------------------------------------------------

@@ -160,12 +160,16 @@ class DeferredInterrupt:
         return False
 
 
-def prediction_loss(model, x, target, loss):
+def prediction_loss(model, x, target, loss, weights=None):
     """The loss of ``model`` on a prepared batch by the prediction path (nothing saved, any
     thread): a loss that takes logits (SoftmaxCrossEntropy after a Softmax) reads the
-    output of the layers below the last."""
+    output of the layers below the last. weights: None or sample weights (n, 1), for a
+    weighted mean."""
     stop = len(model.layers) - 1 if loss.reads_logits(model.layers[-1]) else None
-    return loss.value(model.xp, model.infer(x, stop=stop), target)
+    pred = model.infer(x, stop=stop)
+    if weights is None:
+        return loss.value(model.xp, pred, target)
+    return loss.value(model.xp, pred, target, weights * (x.shape[0] / model.xp.sum(weights)))
 
 
 class Trainer:
@@ -192,33 +196,51 @@ class Trainer:
         model.trainable_arrays()  # the gradients get their flat array before the first pass
 
     # -- one batch --------------------------------------------------------------------------
-    def compute_gradients(self, x, target, scale=1.0, need_input_grad=False):
+    def compute_gradients(self, x, target, scale=1.0, need_input_grad=False, weights=None):
         """Forward, loss and backward on the batch: the layers' gradients become ``scale``
         times dLoss/dparameters (``model.gradient_scale`` records it; get_gradients
-        divides it out). Returns (loss as a 0-d array, dLoss/dx or None)."""
+        divides it out). weights: None, or the batch's sample weights (n_rows, 1) on any
+        scale: the loss becomes their weighted mean, as scikit-learn's (rows scaled by
+        weight · n_rows / Σ weights), and the L2 term is divided by Σ weights instead of
+        the row count; a batch whose weights are all 0 changes nothing. Returns (loss as
+        a 0-d array, dLoss/dx or None)."""
         n_rows = x.shape[0]
         self.model.gradient_scale = scale
         if self.parallel is not None:
             x, target = self.parallel.shard(x, target)
         model, loss, xp = self.model, self.loss, self.model.xp
+        l2 = self.alpha / n_rows
+        if weights is not None:
+            weights, l2 = self._normalised(weights, n_rows)
+        by_row = () if weights is None else (weights,)  # a loss of one's own may lack them
         out = forward_through(model.layers, x)
         if self.folded or loss.gradient_is_scaled_difference:
             last = model.layers[-1]
-            value = loss.value(xp, last.x if self.reads_logits else out, target)
+            value = loss.value(xp, last.x if self.reads_logits else out, target, *by_row)
             # (output − target) · scale: with respect to the logits when folded
+            factor = loss.gradient_scale(out) * scale
             grad = self.backend.scaled_difference(
-                out, target, loss.gradient_scale(out) * scale,
+                out, target, factor if weights is None else weights * factor,
                 out=last.buffer("grad_output", tuple(out.shape)))
         else:
-            value = loss.value(xp, out, target)
-            grad = loss.gradient(xp, out, target)
+            value = loss.value(xp, out, target, *by_row)
+            grad = loss.gradient(xp, out, target, *by_row)
             grad = grad if scale == 1.0 else grad * scale
         grad_x = backward_through(self.layers, grad, need_input_grad)
         if self.parallel is not None:
             value = self.parallel.reduce(value, model.gradients())
         if self.alpha:
-            value = value + self._add_l2(self.alpha / n_rows, scale)
+            value = value + self._add_l2(l2, scale)
         return value, grad_x
+
+    def _normalised(self, weights, n_rows):
+        """(weights · n_rows / Σ weights, alpha / Σ weights), both 0 where Σ weights is 0."""
+        xp = self.model.xp
+        total = xp.sum(weights)
+        positive = total > 0
+        safe = xp.where(positive, total, xp.ones_like(total))
+        return weights * (n_rows / safe), \
+            xp.where(positive, self.alpha / safe, xp.zeros_like(total))
 
     def _add_l2(self, alpha, scale):
         """dW += scale·alpha·W for the weights (not the biases); returns ½·alpha·Σ‖W‖²."""
@@ -229,14 +251,15 @@ class Trainer:
                 penalty = penalty + self.model.xp.sum(layer.W * layer.W)
         return 0.5 * alpha * penalty
 
-    def step(self, x, target):
+    def step(self, x, target, weights=None):
         """Train on one batch; returns the loss before the update (0-d array, no sync).
 
         An optimizer whose update is a fixed multiple of the gradient (plain SGD: −lr)
         has it folded into the loss gradient: everything backpropagated is linear in it,
         so the gradients computed are the update itself, added in one pass."""
         fold = self.optimizer.folded_scale()
-        value, _ = self.compute_gradients(x, target, 1.0 if fold is None else fold)
+        value, _ = self.compute_gradients(x, target, 1.0 if fold is None else fold,
+                                          weights=weights)
         params, grads = self.model.trainable_arrays()
         if fold is None:
             self.optimizer.step(params, grads)
@@ -245,12 +268,13 @@ class Trainer:
         return value
 
     # -- epochs -----------------------------------------------------------------------------
-    def epoch(self, x, target, batch_size, order=None, interrupted=()):
+    def epoch(self, x, target, batch_size, order=None, interrupted=(), weights=None):
         """One pass over (x, target) in batches of ``batch_size`` rows; returns
         Σ batch loss · batch rows as a 0-d array. order: None for the rows as they are, or
         an object whose ``permutation(n_samples)`` gives this epoch's host row order (a
-        NumPy Generator; the estimators pass scikit-learn's). Stops after the step in
-        which ``interrupted`` became non-empty (KeyboardInterrupt)."""
+        NumPy Generator; the estimators pass scikit-learn's). weights: None or sample
+        weights (n_samples, 1), cut into batches alongside (see compute_gradients). Stops
+        after the step in which ``interrupted`` became non-empty (KeyboardInterrupt)."""
         n_samples = x.shape[0]
         rows = None
         if order is not None and batch_size < n_samples:
@@ -258,14 +282,13 @@ class Trainer:
         total = None
         for start in range(0, n_samples, batch_size):
             stop = min(start + batch_size, n_samples)
+            batch = (x, target) if weights is None else (x, target, weights)
             if rows is not None:  # this batch's rows, gathered into arrays reused per batch
-                x_batch = self._gather("x", x, rows[start:stop])
-                target_batch = self._gather("target", target, rows[start:stop])
+                batch = [self._gather(name, array, rows[start:stop])
+                         for name, array in zip(("x", "target", "weights"), batch)]
             elif batch_size < n_samples:
-                x_batch, target_batch = x[start:stop, ...], target[start:stop, ...]
-            else:
-                x_batch, target_batch = x, target
-            weighted = self.step(x_batch, target_batch) * (stop - start)
+                batch = [array[start:stop, ...] for array in batch]
+            weighted = self.step(*batch) * (stop - start)
             total = weighted if total is None else total + weighted
             if interrupted:
                 raise KeyboardInterrupt
@@ -288,10 +311,11 @@ class Trainer:
         return total / n_samples, marker == 0.0
 
     def fit(self, x, target, epochs, batch_size, order=None, validation=None,
-            end_of_epoch=None, progress=None, history=None):
+            end_of_epoch=None, progress=None, history=None, sample_weight=None):
         """Train for up to ``epochs`` epochs; returns the History (``history`` if given,
-        filled as epochs complete). validation: a prepared (x_val, target_val) whose
-        loss is recorded after each epoch. end_of_epoch(epoch, history): called after each
+        filled as epochs complete). validation: a prepared (x_val, target_val) or
+        (x_val, target_val, weights_val) whose loss is recorded after each epoch.
+        sample_weight: None or (n_samples, 1) weights of the rows (see compute_gradients). end_of_epoch(epoch, history): called after each
         epoch; True stops the fit. progress: a Progress, or None.
 
         If the loss or the weights become NaN or infinite, the weights (and optimizer
@@ -307,10 +331,12 @@ class Trainer:
             for epoch in range(1, epochs + 1):
                 try:
                     with DeviceErrors(self.model, batch_size):
-                        total = self.epoch(x, target, batch_size, order, interrupted)
+                        total = self.epoch(x, target, batch_size, order, interrupted,
+                                           sample_weight)
                         loss, weights_finite = self._epoch_result(total, n_samples)
                         val_loss = None if validation is None else float(self.backend.to_numpy(
-                            prediction_loss(self.model, *validation, self.loss)))
+                            prediction_loss(self.model, validation[0], validation[1],
+                                            self.loss, *validation[2:])))
                 except Exception:  # not KeyboardInterrupt: that keeps the last step's weights
                     checkpoint.restore()
                     raise

@@ -278,6 +278,10 @@ def prepare_target(backend, target, pred_shape, dtype, loss, name="y"):
             f"{name} has shape {host.shape} but the model's output has shape {pred_shape}"
             f"{hint}"
         )
+    if kind == "counts" and host.min() < 0:
+        raise ValueError(  # scikit-learn's sentence for its Poisson models, then the detail
+            f"Some value(s) of y are negative which is not allowed for Poisson regression. "
+            f"({type(loss).__name__} needs {name} >= 0; the smallest is {host.min()})")
     if kind == "probabilities" and (host.min() < 0 or host.max() > 1):
         raise ValueError(
             f"{type(loss).__name__} needs targets in [0, 1]; {name} ranges from "
@@ -304,6 +308,35 @@ def _one_hot(backend, labels, n_classes, dtype, name):
     one_hot = numpy.zeros((labels.shape[0], n_classes), dtype=dtype)
     one_hot[numpy.arange(labels.shape[0]), labels] = 1
     return backend.asarray(one_hot, dtype)
+
+
+def unpack_validation_data(validation_data):
+    """(X_val, y_val, sample_weight_val or None) from fit's validation_data."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
+                         "(X_val, y_val, sample_weight_val)")
+    return tuple(validation_data) + (None,) * (3 - len(validation_data))
+
+
+def prepare_sample_weight(backend, sample_weight, n_samples, dtype, name="sample_weight"):
+    """``sample_weight`` (None, a number for every row, or one non-negative finite number
+    per row) as a (n_samples, 1) backend array of ``dtype``, or None. Refuses weights that
+    are all 0: nothing would be learnt."""
+    if sample_weight is None:
+        return None
+    host, _ = to_host(backend, sample_weight, name)
+    host = check_numeric(host, name, allow_bool=False) if host.ndim else host
+    if host.ndim == 0:
+        host = numpy.full(n_samples, float(host))
+    if host.ndim != 1 or host.shape[0] != n_samples:
+        raise ShapeError(f"{name} must be 1-D with one weight per sample ({n_samples},), "
+                         f"got shape {host.shape}")
+    if not numpy.all(numpy.isfinite(host)) or host.min() < 0:
+        raise ValueError(f"{name} must hold finite numbers >= 0, got values from "
+                         f"{host.min()} to {host.max()}")
+    if not host.any():
+        raise ValueError(f"{name} is 0 for every sample: nothing would be learnt")
+    return backend.asarray(host.reshape(n_samples, 1), dtype)
 
 
 def prepare_weights(backend, dtype, weights, params, names):

@@ -534,7 +534,7 @@ def test_partial_fit_errors():
     with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
         MLPRegressor(early_stopping=True).partial_fit(X_REG, Y_REG)
     clf = MLPClassifier().partial_fit(X_SMALL[:50], Y_SMALL[:50], classes=np.arange(10))
-    with pytest.raises(ValueError, match=r"y has classes not in classes_"):
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`"):
         clf.partial_fit(X_SMALL[:50], Y_SMALL[:50] + 10)
     with pytest.raises(ValueError, match="differs from the first call"):
         clf.partial_fit(X_SMALL[:50], Y_SMALL[:50], classes=np.arange(5))
