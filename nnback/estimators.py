@@ -54,8 +54,8 @@ from .losses import BinaryLogLoss, HalfSquaredError, PoissonDeviance, SoftmaxCro
 from .model import MLP
 from .optim import SGD, Adam
 from .sklearn_input import (ACTIVATIONS, OUTPUT_ACTIVATIONS, STOCHASTIC_SOLVERS, check_params,
-                            dispatch_output, input_dtype, sample_weights, split_validation,
-                            validate_X)
+                            dispatch_output, from_sklearn, input_dtype, sample_weights,
+                            split_validation, to_sklearn, validate_X)
 from .threads import ModelGuard
 from .training import Checkpoint, DivergenceError, NoImprovement, Trainer
 
@@ -172,10 +172,10 @@ class _SklearnEpochs:
         return score
 
 
-def _shared_parameters(arguments):
-    """The parameters of _BaseMLP.__init__ from a subclass's ``locals()``."""
+def _parameters(arguments):
+    """An estimator's parameters from its __init__'s ``locals()``."""
     return {name: value for name, value in arguments.items()
-            if name not in ("self", "__class__", "loss", "class_weight")}
+            if name not in ("self", "__class__")}
 
 
 # -- threads --------------------------------------------------------------------------------------
@@ -204,38 +204,11 @@ class _BaseMLP(BaseEstimator):
     Subclasses say how targets are encoded (``_encode_targets``), which output activation
     and loss they train with, and how a validation set is scored."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="auto", dtype=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
+    def __init__(self, **parameters):
+        # each subclass's __init__ names every parameter (what scikit-learn's get_params
+        # reads) and hands them here, to be stored as they are, as scikit-learn requires
+        for name, value in parameters.items():
+            setattr(self, name, value)
 
     # -- backends and the device model ------------------------------------------------------
     def _predict_backend(self):
@@ -498,6 +471,20 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_")
 
+    def to_sklearn(self):
+        """This fitted estimator as scikit-learn's own MLPClassifier/MLPRegressor: the same
+        parameters (all but backend, dtype and class_weight), coefs_, intercepts_, classes
+        and fitted attributes, predicting the same to float rounding. For deployment where
+        only scikit-learn is installed (and on to ONNX with skl2onnx)."""
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, model, backend="auto", dtype=None):
+        """A fitted scikit-learn MLP of this kind as an nnback estimator on ``backend``,
+        with its parameters and weights: it predicts as ``model`` does and goes on training
+        with warm_start=True or partial_fit (the optimizer's state starts afresh)."""
+        return from_sklearn(cls, model, backend, dtype)
+
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by nnback on NumPy or CuPy.
@@ -528,8 +515,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype=None, class_weight=None):
-        super().__init__(**_shared_parameters(locals()))
-        self.class_weight = class_weight
+        super().__init__(**_parameters(locals()))
 
     def _encode_targets(self, y, incremental):
         """scikit-learn's rules for classes_ (fit, warm_start, partial_fit), and its
@@ -632,8 +618,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype=None):
-        super().__init__(**_shared_parameters(locals()))
-        self.loss = loss
+        super().__init__(**_parameters(locals()))
 
     def _encode_targets(self, y, incremental):
         return y

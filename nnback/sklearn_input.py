@@ -1,8 +1,9 @@
 """The scikit-learn side of nnback's estimators: their parameters checked as scikit-learn
 checks them, X and y validated (scikit-learn's validate_data on the host, or checks on the
-device for an array already there), arrays of other libraries moved to the host once,
-the early-stopping split, and predictions handed back in the input's namespace under
-``array_api_dispatch``. Functions of an estimator, as scikit-learn's own validate_data.
+device for an array already there), sample and class weights, arrays of other libraries
+moved to the host once, the early-stopping split, predictions handed back in the input's
+namespace under ``array_api_dispatch``, and fitted estimators converted to and from
+scikit-learn's own MLPs. Functions of an estimator, as scikit-learn's own validate_data.
 
 Needs scikit-learn (nnback.estimators checks that it is installed before importing this).
 """
@@ -14,7 +15,7 @@ from sklearn.base import is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .backend import backend_of, check_dtype, is_array_object
 from .validation import (check_choice, check_fraction, check_positive_int,
@@ -172,6 +173,62 @@ def split_validation(estimator, backend, x, target, y, weights=None):
     return validation_set, backend.take_rows(x, train_rows), \
         backend.take_rows(target, train_rows), \
         None if weights is None else backend.take_rows(weights, train_rows)
+
+
+# -- conversion to and from scikit-learn's own MLPs ---------------------------------------
+# What a fitted MLP holds in both libraries (the same names and meanings); a classifier
+# also has classes_ and _label_binarizer.
+FITTED = ("coefs_", "intercepts_", "n_features_in_", "feature_names_in_", "n_outputs_",
+          "n_layers_", "out_activation_", "n_iter_", "t_", "loss_", "loss_curve_",
+          "best_loss_", "validation_scores_", "best_validation_score_",
+          "_no_improvement_count", "classes_", "_label_binarizer")
+NNBACK_ONLY = ("backend", "dtype", "class_weight")
+
+
+def copy_fitted(source, target, writeable):
+    """Copy the fitted attributes of ``source`` to ``target`` (arrays and lists as copies;
+    coefs_ and intercepts_ read-only unless ``writeable``)."""
+    for name in FITTED:
+        if not hasattr(source, name):
+            continue
+        value = getattr(source, name)
+        if name in ("coefs_", "intercepts_"):
+            value = [numpy.array(array, copy=True) for array in value]
+            for array in value:
+                array.flags.writeable = writeable
+        elif isinstance(value, (list, numpy.ndarray)):
+            value = value.copy()
+        setattr(target, name, value)
+
+
+def to_sklearn(estimator):
+    """A fitted sklearn.neural_network MLP with ``estimator``'s parameters (those scikit-
+    learn has) and fitted weights and attributes."""
+    from sklearn import neural_network
+
+    check_is_fitted(estimator)
+    kind = "MLPClassifier" if is_classifier(estimator) else "MLPRegressor"
+    parameters = {name: value for name, value in estimator.get_params().items()
+                  if name not in NNBACK_ONLY}
+    model = getattr(neural_network, kind)(**parameters)
+    copy_fitted(estimator, model, writeable=True)
+    return model
+
+
+def from_sklearn(cls, model, backend, dtype):
+    """An nnback estimator of class ``cls`` holding the fitted scikit-learn MLP ``model``
+    (its parameters and weights), to predict with or go on training (warm_start,
+    partial_fit) on ``backend``."""
+    from sklearn import neural_network
+
+    kind = getattr(neural_network, cls.__name__)
+    if not isinstance(model, kind):
+        raise TypeError(f"{cls.__name__}.from_sklearn expects a fitted "
+                        f"sklearn.neural_network.{cls.__name__}, got {type(model).__name__}")
+    check_is_fitted(model)
+    estimator = cls(**model.get_params(), backend=backend, dtype=dtype)
+    copy_fitted(model, estimator, writeable=False)
+    return estimator
 
 
 # -- arrays from other libraries --------------------------------------------------------

@@ -211,3 +211,55 @@ class _RowScaled(nb.Loss):
 
     def gradient(self, xp, pred, target, weights=None):
         return self.loss.gradient(xp, pred, target, self.factors)
+
+
+EXPORT_CASES = {
+    "multiclass": (MLPClassifier, DIGITS, dict()),
+    "binary-float32": (MLPClassifier, (X_SMALL, Y_SMALL % 2), dict(dtype="float32")),
+    "multilabel": (MLPClassifier, (X_REG, (Y_REG > 0).astype(int)), dict()),
+    "regressor": (MLPRegressor, REGRESSION, dict()),
+    "poisson": (MLPRegressor, (X_REG, np.abs(np.round(Y_REG[:, 0]))), dict(loss="poisson")),
+}
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES)
+def test_to_sklearn_gives_a_fitted_sklearn_model_predicting_the_same(case):
+    cls, (X, y), params = EXPORT_CASES[case]
+    ours = cls(hidden_layer_sizes=(12,), max_iter=10, random_state=0, backend="numpy",
+               **params).fit(X, y)
+    theirs = ours.to_sklearn()
+    assert type(theirs).__module__.startswith("sklearn.neural_network")
+    assert type(theirs).__name__ == cls.__name__
+    for name in ("n_iter_", "out_activation_", "n_layers_", "n_outputs_", "loss_"):
+        assert getattr(theirs, name) == getattr(ours, name), name
+    expected = ours.predict(X)
+    if cls is MLPClassifier:
+        np.testing.assert_array_equal(theirs.predict(X), expected)
+        np.testing.assert_allclose(theirs.predict_proba(X), ours.predict_proba(X),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(theirs.classes_, ours.classes_)
+    else:
+        np.testing.assert_allclose(theirs.predict(X), expected, rtol=1e-5, atol=1e-6)
+    theirs.coefs_[0][0, 0] += 1.0  # its own writeable copies: ours are untouched
+    assert ours.coefs_[0][0, 0] != theirs.coefs_[0][0, 0]
+    again = cls.from_sklearn(theirs, backend="numpy")
+    assert again.get_params()["backend"] == "numpy"
+    np.testing.assert_array_equal(again.coefs_[0], theirs.coefs_[0])
+
+
+def test_from_sklearn_continues_training_a_sklearn_model():
+    theirs = neural_network.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5,
+                                          random_state=0).fit(X_SMALL, Y_SMALL)
+    ours = MLPClassifier.from_sklearn(theirs, backend="numpy")
+    np.testing.assert_array_equal(ours.predict(X_SMALL), theirs.predict(X_SMALL))
+    before = ours.loss_
+    ours.set_params(warm_start=True, max_iter=10).fit(X_SMALL, Y_SMALL)
+    assert ours.loss_ < before and len(ours.loss_curve_) == 15
+    ours.partial_fit(X_SMALL, Y_SMALL)
+    with pytest.raises(TypeError, match=r"MLPRegressor.from_sklearn expects a fitted "
+                                        r"sklearn.neural_network.MLPRegressor"):
+        MLPRegressor.from_sklearn(theirs)
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        MLPClassifier.from_sklearn(neural_network.MLPClassifier())
