@@ -180,12 +180,15 @@ class Backend:
         return Buffers()
 
     def matmul(self, a, b, out=None):
-        """a @ b. a: (..., m, k), b: (..., k, n) -> (..., m, n)."""
+        """a @ b. a: (..., m, k), b: (..., k, n) -> (..., m, n); a may be a sparse matrix
+        (see is_sparse), whose product with a dense b is dense."""
+        if self.is_sparse(a):
+            return a @ b
         return self.xp.matmul(a, b)
 
     def affine(self, x, weights, bias=None, out=None):
         """x @ weights + bias. x: (n, n_in), weights: (n_in, n_out), bias: (n_out,) or None."""
-        y = self.xp.matmul(x, weights)
+        y = self.matmul(x, weights)
         return y if bias is None else y + bias
 
     def affine_activation(self, x, weights, bias, activation, out=None):
@@ -286,8 +289,27 @@ class Backend:
 
     def take_rows(self, array, indices, out=None):
         """array[indices] along axis 0; ``indices`` is an integer array of this backend whose
-        values are in range (nnback makes them: the caller validates, not this method)."""
+        values are in range (nnback makes them: the caller validates, not this method). A
+        sparse array gives a sparse array of those rows."""
+        if self.is_sparse(array):
+            return array[indices]
         return self.xp.take(array, indices, axis=0)
+
+    # -- sparse inputs ----------------------------------------------------------------------
+    # A model's input X may be a sparse matrix (text features: TF-IDF, one-hot codes): the
+    # first Dense layer multiplies it as it is (forward X·W, weight gradient Xᵀ·g), so that
+    # nothing densifies X as a whole. A backend that has sparse matrices says so here.
+
+    def is_sparse(self, value):
+        """Whether ``value`` is a sparse matrix (or array) of this backend's sparse module;
+        the generic backend has none."""
+        return False
+
+    def sparse_rows(self, value, dtype=None):
+        """A sparse matrix (this backend's or a host scipy.sparse one) as this backend's
+        CSR matrix of ``dtype`` (rows are cut cheaply from CSR)."""
+        raise TypeError(f"the {self.name} backend takes no sparse input; use numpy or cupy, "
+                        "or pass a dense array (X.toarray())")
 
 
 class Buffers:

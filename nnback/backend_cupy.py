@@ -4,6 +4,7 @@ The kernels' CUDA text and compilation live in _cupy_kernels.py. This module nev
 cupy: nnback.backend imports it and hands the module to CupyBackend.
 """
 import importlib
+import sys
 
 import numpy
 
@@ -61,11 +62,30 @@ class CupyBackend(Backend):
         target = None if dtype is None else numpy.dtype(dtype)
         if isinstance(x, self.module.ndarray):
             return x if target is None or x.dtype == target else x.astype(target)
+        if self.is_sparse(x) or _is_host_sparse(x):
+            return self.sparse_rows(x, dtype)
         host = host_array(x)
         return self.module.asarray(host if target is None else host.astype(target, copy=False))
 
     def to_numpy(self, array):
         return self.module.asnumpy(array)
+
+    def is_sparse(self, value):
+        sparse = sys.modules.get(_CUPYX_SPARSE)  # never imported: value cannot be one
+        return sparse is not None and sparse.issparse(value)
+
+    def sparse_rows(self, value, dtype=None):
+        """A cupyx CSR matrix: a host scipy.sparse matrix moves to the GPU as sparse (its
+        data, indices and row pointers only)."""
+        sparse = importlib.import_module(_CUPYX_SPARSE)
+        if not sparse.issparse(value):
+            value = value.tocsr()
+            if dtype is not None:
+                value = value.astype(dtype)
+            return sparse.csr_matrix(value)
+        rows = value.tocsr()
+        return rows if dtype is None or rows.dtype == numpy.dtype(dtype) else \
+            rows.astype(dtype)
 
     def synchronize(self):
         self.module.cuda.get_current_stream().synchronize()
@@ -100,6 +120,8 @@ class CupyBackend(Backend):
         return self.module.empty(shape, dtype=dtype)
 
     def astype(self, array, dtype):
+        if self.is_sparse(array):
+            return self.sparse_rows(array, dtype)
         return array.astype(dtype, copy=False)
 
     def copy(self, array):
@@ -116,6 +138,8 @@ class CupyBackend(Backend):
         return self._matmul(a, b, out)
 
     def _matmul(self, a, b, out):
+        if self.is_sparse(a):
+            return a @ b  # cuSPARSE; a dense result
         cupy = self.module
         # CuPy applies its compute type (TF32) to 2-D products only: a stack of matrices
         # times one shared matrix is one 2-D GEMM of the stacked rows
@@ -143,7 +167,8 @@ class CupyBackend(Backend):
         return y + bias
 
     def affine_activation(self, x, weights, bias, activation, out=None):
-        if (bias is None or activation not in _kernels.ACTIVATIONS or x.ndim != 2
+        if (bias is None or activation not in _kernels.ACTIVATIONS or self.is_sparse(x)
+                or x.ndim != 2
                 or x.dtype != weights.dtype or not _kernels.fits(bias, dtype=weights.dtype)):
             return super().affine_activation(x, weights, bias, activation, out=out)
         y = self.matmul(x, weights, out=out)  # a new C-contiguous array where out won't do
@@ -236,6 +261,14 @@ class CupyBackend(Backend):
     def device_memory(self):
         free, total = self.module.cuda.Device().mem_info
         return int(total)
+
+
+_CUPYX_SPARSE = "cupyx.scipy.sparse"
+
+
+def _is_host_sparse(value):
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(value)
 
 
 def _fits_like(out, array, shape=None):

@@ -8,6 +8,7 @@ returns the generic result; the parity tests hold the two together.
 """
 import math
 import os
+import sys
 import threading
 
 import numpy
@@ -46,7 +47,18 @@ class NumpyBackend(Backend):
         target = None if dtype is None else numpy.dtype(dtype)
         if isinstance(x, numpy.ndarray) and (target is None or x.dtype == target):
             return x if x.dtype is target else _canonical(x)
+        if self.is_sparse(x):
+            return self.sparse_rows(x, dtype)
         return numpy.asarray(host_array(x), dtype=target)
+
+    def is_sparse(self, value):
+        sparse = sys.modules.get("scipy.sparse")  # never imported: value cannot be one
+        return sparse is not None and sparse.issparse(value)
+
+    def sparse_rows(self, value, dtype=None):
+        rows = value.tocsr()
+        return rows if dtype is None or rows.dtype == numpy.dtype(dtype) else \
+            rows.astype(dtype)
 
     def zeros(self, shape, dtype):
         return numpy.zeros(shape, dtype=dtype)
@@ -55,6 +67,8 @@ class NumpyBackend(Backend):
         return numpy.empty(shape, dtype=dtype)
 
     def astype(self, array, dtype):
+        if type(array) is not numpy.ndarray and self.is_sparse(array):
+            return self.sparse_rows(array, dtype)
         return _canonical(array.astype(dtype, copy=False))
 
     def copy(self, array):
@@ -121,11 +135,15 @@ class NumpyBackend(Backend):
         return array
 
     def matmul(self, a, b, out=None):
+        if type(a) is not numpy.ndarray and self.is_sparse(a):
+            return a @ b  # scipy's sparse product; a dense result
         if out is None or a.dtype is not out.dtype or b.dtype is not out.dtype:
             return numpy.matmul(a, b)
         return numpy.matmul(a, b, out=out)
 
     def affine(self, x, weights, bias=None, out=None):
+        if type(x) is not numpy.ndarray and self.is_sparse(x):
+            return super().affine(x, weights, bias)
         if out is None or x.dtype is not out.dtype or weights.dtype is not out.dtype or (
                 bias is not None and bias.dtype is not out.dtype):
             return super().affine(x, weights, bias)
@@ -272,7 +290,7 @@ class NumpyBackend(Backend):
         return target
 
     def take_rows(self, array, indices, out=None):
-        if out is None or array.dtype is not out.dtype:
+        if out is None or array.dtype is not out.dtype or type(array) is not numpy.ndarray:
             return super().take_rows(array, indices)
         # mode="clip" because the callers' indices are in range (a permutation's slice):
         # numpy.take's default mode="raise" goes through a temporary when given ``out``,
@@ -292,7 +310,7 @@ def _canonical(array):
     """``array`` with NumPy's own dtype object: an unpickled array carries an equal but
     distinct one, which the fast paths' ``is`` checks would turn away (a view, no copy)."""
     dtype = array.dtype
-    if dtype.kind not in "biuf" or not dtype.isnative:
+    if dtype.kind not in "biuf" or not dtype.isnative or type(array) is not numpy.ndarray:
         return array
     own = numpy.dtype(dtype.char)
     return array if dtype is own or dtype != own else array.view(own)

@@ -82,6 +82,7 @@ def input_dtype(estimator, first_pass):
         return numpy.dtype(check_dtype(estimator.dtype))
     return FLOAT_DTYPES
 
+
 def validate_X(estimator, X, backend, dtype, reset, y=None, fit=False):
     """(x on ``backend``, y as host NumPy or None). An array of the backend's own device
     stays there (shape, dtype and finiteness checked on the device); anything else goes
@@ -95,12 +96,16 @@ def validate_X(estimator, X, backend, dtype, reset, y=None, fit=False):
         return x, y
     if is_foreign_array(X, backend):
         X = to_host(X, "X")
+    sparse = ("csr", "csc")  # kept sparse: the first layer multiplies it as it is
     if fit:
         X, y = validate_data(estimator, X, y, multi_output=True, dtype=dtype, order="C",
-                             y_numeric=not is_classifier(estimator), reset=reset)
+                             y_numeric=not is_classifier(estimator), reset=reset,
+                             accept_sparse=sparse)
     else:
-        X = validate_data(estimator, X, dtype=dtype, order="C", reset=reset)
+        X = validate_data(estimator, X, dtype=dtype, order="C", reset=reset,
+                          accept_sparse=sparse)
     return backend.asarray(X, X.dtype.name), y
+
 
 def _validate_device_X(estimator, X, backend, dtype, reset):
     xp = backend.xp
@@ -126,6 +131,7 @@ def _validate_device_X(estimator, X, backend, dtype, reset):
     if isinstance(dtype, tuple):
         dtype = dtype_name if dtype_name in ("float32", "float64") else "float64"
     return backend.astype(X, numpy.dtype(dtype).name)
+
 
 def _validate_host_y(estimator, y, n_samples):
     if y is None:

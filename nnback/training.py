@@ -287,7 +287,8 @@ class Trainer:
                 batch = [self._gather(name, array, rows[start:stop])
                          for name, array in zip(("x", "target", "weights"), batch)]
             elif batch_size < n_samples:
-                batch = [array[start:stop, ...] for array in batch]
+                batch = [array[start:stop] if self.backend.is_sparse(array)
+                         else array[start:stop, ...] for array in batch]
             weighted = self.step(*batch) * (stop - start)
             total = weighted if total is None else total + weighted
             if interrupted:
@@ -295,7 +296,10 @@ class Trainer:
         return total
 
     def _gather(self, name, array, rows):
-        """array[rows] (rows: a backend integer array), in a buffer reused per batch shape."""
+        """array[rows] (rows: a backend integer array), in a buffer reused per batch shape
+        (a sparse array gives a sparse batch of its own: no dense buffer of its width)."""
+        if self.backend.is_sparse(array):
+            return self.backend.take_rows(array, rows)
         if self.batches is None:
             self.batches = self.backend.buffers(self.model.dtype)
         out = self.batches.get(name, (rows.shape[0],) + tuple(array.shape[1:]))

@@ -7,6 +7,7 @@ before they reach a GPU, where an out-of-range index silently reads another elem
 """
 import numbers
 import os
+import sys
 
 import numpy
 
@@ -197,6 +198,8 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
     feature also takes (n_samples,). A device array is checked where it lives; with
     ``check_values=False`` only its shape and dtype are (no device sync). A NumPy array
     is checked on the host (no copy where it already has ``dtype``)."""
+    if backend.is_sparse(X) or _is_host_sparse(X):
+        return _prepare_sparse(backend, X, n_features, dtype, name, check_values), False
     if backend.is_array(X) and not isinstance(X, numpy.ndarray):
         check_device_array(backend, X, name)
         shape, single = _input_shape(tuple(X.shape), n_features, name)
@@ -212,6 +215,31 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
         host = check_fits(check_numeric(host, name), dtype, name)
     shape, single = _input_shape(host.shape, n_features, name)
     return backend.asarray(host if host.shape == shape else host.reshape(shape), dtype), single
+
+
+def _is_host_sparse(value):
+    sparse = sys.modules.get("scipy.sparse")  # never imported: value cannot be one
+    return sparse is not None and sparse.issparse(value)
+
+
+def _prepare_sparse(backend, X, n_features, dtype, name, check_values):
+    """A sparse X (n_samples, n_features) checked (shape, dtype, its stored values) and made
+    the backend's CSR matrix of ``dtype``; never densified."""
+    shape = tuple(X.shape)
+    if len(shape) != 2 or shape[1] != n_features:
+        raise ShapeError(f"Dense layer 1 expects {n_features} features, got sparse {name} "
+                         f"with shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"{name} is empty (shape {shape}); at least one sample is needed")
+    x = backend.sparse_rows(X, dtype)
+    if not backend.dtype_name(X.dtype).startswith(("float", "int", "uint")):
+        raise TypeError(f"{name} has dtype {backend.dtype_name(X.dtype)}; numbers are needed")
+    if check_values:
+        data = x.data
+        if not bool(backend.to_numpy(backend.xp.all(backend.xp.isfinite(data)))):
+            raise ValueError(f"{name} contains NaN or infinity among its stored values; "
+                             "remove or impute those values")
+    return x
 
 
 def _check_device_values(backend, X, dtype, name):
