@@ -471,6 +471,11 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_")
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR/CSC X, kept sparse
+        return tags
+
     def to_sklearn(self):
         """This fitted estimator as scikit-learn's own MLPClassifier/MLPRegressor: the same
         parameters (all but backend, dtype and class_weight), coefs_, intercepts_, classes
