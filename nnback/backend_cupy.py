@@ -138,8 +138,12 @@ class CupyBackend(Backend):
         return self._matmul(a, b, out)
 
     def _matmul(self, a, b, out):
-        if self.is_sparse(a):
-            return a @ b  # cuSPARSE; a dense result
+        if self.is_sparse(a):  # cuSPARSE: a new dense (F-ordered) result
+            result = a @ b
+            if _fits_like(out, result):  # into out, C-ordered, as the next kernels want
+                out[...] = result
+                return out
+            return result
         cupy = self.module
         # CuPy applies its compute type (TF32) to 2-D products only: a stack of matrices
         # times one shared matrix is one 2-D GEMM of the stacked rows

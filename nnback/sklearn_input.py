@@ -89,7 +89,7 @@ def validate_X(estimator, X, backend, dtype, reset, y=None, fit=False):
     through scikit-learn's validate_data on the host and then to the device once."""
     if is_foreign_array(y, backend) or (backend.name != "numpy" and backend.is_array(y)):
         y = to_host(y, "y")
-    if backend.name != "numpy" and backend.is_array(X):
+    if backend.name != "numpy" and (backend.is_array(X) or backend.is_sparse(X)):
         x = _validate_device_X(estimator, X, backend, dtype, reset)
         if fit:
             y = _validate_host_y(estimator, y, x.shape[0])
@@ -108,10 +108,13 @@ def validate_X(estimator, X, backend, dtype, reset, y=None, fit=False):
 
 
 def _validate_device_X(estimator, X, backend, dtype, reset):
+    """A dense or sparse X of the backend's own device, checked there as scikit-learn's
+    validate_data checks a host X (shape, dtype, NaN/infinity: of the stored values of a
+    sparse X) and cast to ``dtype``."""
     xp = backend.xp
     name = type(estimator).__name__
-    if X.ndim != 2:
-        raise ValueError(f"Expected a 2D array, got a {X.ndim}D array of shape "
+    if len(X.shape) != 2:
+        raise ValueError(f"Expected a 2D array, got a {len(X.shape)}D array of shape "
                          f"{tuple(X.shape)} instead; reshape it to (n_samples, n_features)")
     dtype_name = backend.dtype_name(X.dtype)
     if not dtype_name.startswith(("float", "int", "uint")):
@@ -119,7 +122,8 @@ def _validate_device_X(estimator, X, backend, dtype, reset):
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"Found array with shape {tuple(X.shape)} while {name} needs at "
                          "least one sample and one feature")
-    if not bool(backend.to_numpy(xp.all(xp.isfinite(X)))):
+    values = backend.sparse_rows(X).data if backend.is_sparse(X) else X
+    if not bool(backend.to_numpy(xp.all(xp.isfinite(values)))):
         raise ValueError("Input X contains NaN or infinity; remove or impute those values")
     if reset:
         estimator.n_features_in_ = int(X.shape[1])
