@@ -127,6 +127,23 @@ TRAINING_RTOL = 1e-4
 GRADCHECK_MAX = 1e-6
 
 
+@pytest.fixture
+def cupy_backend():
+    """The cupy backend: real CuPy on a GPU, else the stand-in (or a skip saying why)."""
+    return backend_or_skip("cupy")
+
+
+@pytest.fixture
+def standin(cupy_backend):
+    """The stand-in's counters, cupy.standin (a skip on real CuPy)."""
+    cupy = sys.modules["cupy"]
+    if not getattr(cupy, "__standin__", False):
+        pytest.skip("transfer and allocation counts are read from the CuPy stand-in")
+    import cupy.standin
+
+    return cupy.standin
+
+
 def backend_or_skip(name):
     """The Backend called ``name`` ("torch": the generic Backend over PyTorch), or a skip
     saying why it cannot run here."""

@@ -7,7 +7,6 @@ These run on real CuPy where a GPU works and on the CuPy stand-in everywhere els
 counts of transfers and allocations are read from the stand-in's counters and are checked
 only there (real CuPy has no such counters; its pools are not comparable).
 """
-import sys
 
 import numpy as np
 import pytest
@@ -16,26 +15,10 @@ import nnback as nb
 from nnback.backend import Backend
 from nnback.training import Trainer
 
-from conftest import PARITY_RTOL, TRAINING_RTOL, assert_close, backend_or_skip
+from conftest import PARITY_RTOL, TRAINING_RTOL, assert_close
 
 pytestmark = pytest.mark.gpu
 RNG = np.random.default_rng(12)
-
-
-@pytest.fixture
-def cupy_backend():
-    return backend_or_skip("cupy")
-
-
-@pytest.fixture
-def standin(cupy_backend):
-    """The stand-in's counters (a skip on real CuPy)."""
-    cupy = sys.modules["cupy"]
-    if not getattr(cupy, "__standin__", False):
-        pytest.skip("transfer and allocation counts are read from the CuPy stand-in")
-    import cupy.standin
-
-    return cupy.standin
 
 
 def close_to(got, expected, rtol, what):

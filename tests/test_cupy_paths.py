@@ -244,11 +244,6 @@ def test_cupy_with_tf32_without_cupy_raises_backend_unavailable(no_cupy):
 
 
 # -- on the GPU: fused kernels against the generic Backend ------------------------------------
-@pytest.fixture
-def cupy_backend():
-    return backend_or_skip("cupy")
-
-
 def gpu_close(got, expected, dtype, what):
     got, expected = np.asarray(got), np.asarray(expected)
     rtol = PARITY_RTOL[dtype]

@@ -10,10 +10,8 @@ Two kinds of tests:
   that nothing densifies X is read from the stand-in's allocation counts (stand-in only).
 """
 import importlib
-import sys
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +20,8 @@ sparse = pytest.importorskip("scipy.sparse")
 
 import nnback as nb  # noqa: E402
 
-from conftest import backend_or_skip  # noqa: E402
+from test_cupy_standin import STANDIN_PATH, standin as load_standin  # noqa: E402
 
-STANDIN_PATH = Path(__file__).resolve().parent / "cupy_standin"
 RNG = np.random.default_rng(21)
 
 
@@ -45,18 +42,9 @@ def labelled_data(n_samples=240, n_features=60, density=0.05, seed=0, n_classes=
 # -- the stand-in's cupyx.scipy.sparse ------------------------------------------------------
 @pytest.fixture
 def cp():
-    """The CuPy stand-in (``cupy``), as in test_cupy_standin.py; a skip where a real CuPy
-    is imported as ``cupy``."""
-    module = sys.modules.get("cupy")
-    if module is not None and getattr(module, "__standin__", False) is not True:
-        pytest.skip("a real CuPy is imported as `cupy` in this run; the stand-in's own "
-                    "tests need the name")
-    if module is None:
-        if str(STANDIN_PATH) not in sys.path:
-            sys.path.insert(0, str(STANDIN_PATH))
-        module = importlib.import_module("cupy")
-    assert module.__standin__ is True, module.__file__
-    return module
+    """The stand-in module (test_cupy_standin's loader: a skip when real CuPy holds the
+    name)."""
+    return load_standin()
 
 
 @pytest.fixture
@@ -282,22 +270,6 @@ def test_what_the_stand_in_lacks_raises_not_implemented(cp, sp):
 
 
 # -- nnback on the cupy backend with sparse X -----------------------------------------------
-@pytest.fixture
-def cupy_backend():
-    return backend_or_skip("cupy")
-
-
-@pytest.fixture
-def standin(cupy_backend):
-    """The stand-in's counters (a skip on real CuPy)."""
-    cupy = sys.modules["cupy"]
-    if not getattr(cupy, "__standin__", False):
-        pytest.skip("transfer and allocation counts are read from the CuPy stand-in")
-    import cupy.standin
-
-    return cupy.standin
-
-
 def fitted_mlp(backend, X, y, **fit):
     model = nb.MLP([X.shape[1], 8, 3], activation="relu", output="softmax",
                    backend=backend, dtype="float64", seed=0)
