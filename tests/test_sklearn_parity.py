@@ -263,3 +263,30 @@ def test_from_sklearn_continues_training_a_sklearn_model():
 
     with pytest.raises(NotFittedError):
         MLPClassifier.from_sklearn(neural_network.MLPClassifier())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["sgd-plain", "adam", "early-stopping"])
+def test_sample_weight_on_the_cupy_backend_equals_numpy(cupy_backend, case):
+    """Weighted batches on the GPU path: (output − target) times per-row factors in the
+    scaled-difference kernel, the weights gathered with the rows."""
+    kind, (X, y), weights, params = WEIGHTED_CASES[case]
+    settings = dict(random_state=3, max_iter=6, dtype="float64", **params)
+    on_cupy = MLPClassifier(backend="cupy", **settings).fit(X, y, sample_weight=weights)
+    on_numpy = MLPClassifier(backend="numpy", **settings).fit(X, y, sample_weight=weights)
+    for a, b in zip(on_cupy.coefs_ + on_cupy.intercepts_,
+                    on_numpy.coefs_ + on_numpy.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_poisson_on_the_cupy_backend_equals_numpy(cupy_backend):
+    counts = np.abs(np.round(Y_REG[:, 0]))
+    settings = dict(loss="poisson", hidden_layer_sizes=(8,), random_state=1, max_iter=8,
+                    solver="sgd", learning_rate_init=0.01, dtype="float64")
+    on_cupy = MLPRegressor(backend="cupy", **settings).fit(X_REG, counts,
+                                                          sample_weight=REG_WEIGHTS)
+    on_numpy = MLPRegressor(backend="numpy", **settings).fit(X_REG, counts,
+                                                            sample_weight=REG_WEIGHTS)
+    np.testing.assert_allclose(on_cupy.predict(X_REG), on_numpy.predict(X_REG), rtol=1e-9)
+    np.testing.assert_allclose(on_cupy.loss_curve_, on_numpy.loss_curve_, rtol=1e-9)
