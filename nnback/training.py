@@ -319,8 +319,9 @@ class Trainer:
         """Train for up to ``epochs`` epochs; returns the History (``history`` if given,
         filled as epochs complete). validation: a prepared (x_val, target_val) or
         (x_val, target_val, weights_val) whose loss is recorded after each epoch.
-        sample_weight: None or (n_samples, 1) weights of the rows (see compute_gradients). end_of_epoch(epoch, history): called after each
-        epoch; True stops the fit. progress: a Progress, or None.
+        sample_weight: None or (n_samples, 1) weights of the rows (see compute_gradients).
+        end_of_epoch(epoch, history): called after each epoch; True stops the fit.
+        progress: a Progress, or None.
 
         If the loss or the weights become NaN or infinite, the weights (and optimizer
         state) of the last finite epoch are restored and DivergenceError is raised; any
