@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import csv
 import math
+import os
 import sys
 
 import numpy
@@ -220,6 +221,8 @@ def train(args, out=print):
     (nnback.distributed); only rank 0 prints and saves."""
     if not distributed.is_root():
         out = _silent
+    if args.save:  # before any epoch: a bad path must not cost the training
+        check_writable(args.save, "--save")
     if args.backend == "cupy" and distributed.launched():
         distributed.select_gpu()  # this rank's GPU, before the backend's first use
     table = read_csv(args.data)
@@ -284,10 +287,25 @@ def train(args, out=print):
     if args.save and distributed.is_root():
         try:
             save(model, args.save, extra={"csv": metadata})
-        except OSError as error:
-            raise CommandError(f"cannot write {args.save}: {error.strerror or error}") from None
+        except OSError as error:  # its message names the path and what a failed save kept
+            raise CommandError(str(error.strerror or error)) from None
         out(f"saved {args.save} (python -m nnback predict {args.save} DATA.csv)")
     return 0
+
+
+def check_writable(path, flag):
+    """CommandError unless a file can be written at ``path`` (given as ``flag``): its
+    folder exists and is writable, and ``path`` is not a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CommandError(f"{flag} {path} is a folder; give a file name such as "
+                           f"{os.path.join(path, 'model.nnb' if flag == '--save' else 'out.csv')}")
+    if not os.path.isdir(folder):
+        raise CommandError(f"{flag} {path}: the folder {folder} does not exist; create it "
+                           "first or choose another path")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
+                                          not os.access(path, os.W_OK)):
+        raise CommandError(f"{flag} {path}: no permission to write there")
 
 
 def _silent(*args, **kwargs):
@@ -325,6 +343,8 @@ def add_predict_arguments(parser):
 
 
 def predict(args, out=print):
+    if args.output:
+        check_writable(args.output, "--output")
     try:
         model, extra = load(args.model, backend=args.backend, return_extra=True)
     except OSError as error:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -88,6 +89,9 @@ def write(path, layers, config, dtype, named_weights, extra=None):
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
                                              suffix=".tmp")
+        # mkstemp makes the file owner-only (0600): give it the mode open(path, "w") would
+        # (the umask's for a new file), or the mode of the file it replaces
+        os.fchmod(handle, _mode_for(path))
         with os.fdopen(handle, "wb") as stream:
             numpy.savez(stream, **arrays)
             stream.flush()
@@ -141,6 +145,30 @@ def _serialise(layers, config, dtype, named_weights, extra=None):
     arrays = {f"param_{index}": weight for index, weight in enumerate(weights)}
     arrays["meta"] = numpy.frombuffer(text.encode("utf-8"), dtype=numpy.uint8)
     return arrays
+
+
+def _mode_for(path):
+    """The permission bits the file at ``path`` should have: those of the file there now,
+    else 0666 less the process's umask (what a plain open(path, "w") creates)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process's umask, read without changing it where Linux says it (/proc), else
+    set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder):

@@ -17,6 +17,7 @@ explicitly. Arrays are the model's backend arrays; x: (n_samples, n_features), t
 """
 import math
 import signal
+import sys
 import threading
 
 from .flat import flat_pieces
@@ -399,8 +400,9 @@ class NoImprovement:
 
 
 class Progress:
-    """verbose=True: a tqdm bar over epochs when tqdm is installed, else one printed line
-    per epoch; verbose=False: nothing."""
+    """verbose=True: a tqdm bar over epochs when tqdm is installed, else one line per
+    epoch; verbose=False: nothing. Both go to standard error, so that standard output
+    keeps only results (``python -m nnback train ... > summary.txt``)."""
 
     def __init__(self, epochs, verbose):
         self.epochs = epochs
@@ -432,4 +434,4 @@ class Progress:
             self.bar.update(1)
         else:
             text = " - ".join(f"{key} {value}" for key, value in values.items())
-            print(f"epoch {epoch}/{self.epochs} - {text}", flush=True)
+            print(f"epoch {epoch}/{self.epochs} - {text}", file=sys.stderr, flush=True)

@@ -225,8 +225,9 @@ def test_progress_bar_with_tqdm_and_epoch_lines_without(pets, tmp_path):
     environment = {"PYTHONPATH": os.pathsep.join([str(hidden.parent), str(ROOT)])}
     without = nnback_cli("train", pets, "--target", "kind", "--epochs", "3", cwd=tmp_path,
                          env=environment)
-    assert [line.split(" - ")[0] for line in without.stdout.splitlines()
+    assert [line.split(" - ")[0] for line in without.stderr.splitlines()
             if line.startswith("epoch ")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "epoch " not in without.stdout  # progress on stderr, results on stdout
 
 
 # -- clear errors: exit 1, one line, no traceback -------------------------------------------
@@ -347,8 +348,9 @@ def test_unwritable_output_is_one_line(saved, pets, tmp_path, capsys):
     capsys.readouterr()
     target = tmp_path / "missing-folder" / "out.csv"
     assert main(["predict", str(saved), str(pets), "--output", str(target)]) == 1
-    assert capsys.readouterr().err == (f"python -m nnback predict: error: {target}: "
-                                       "No such file or directory\n")
+    assert capsys.readouterr().err == (
+        f"python -m nnback predict: error: --output {target}: the folder {target.parent} "
+        "does not exist; create it first or choose another path\n")
 
 
 def test_cupy_backend_without_cupy_is_one_line(pets, capsys, no_cupy):
@@ -356,3 +358,24 @@ def test_cupy_backend_without_cupy_is_one_line(pets, capsys, no_cupy):
     err = capsys.readouterr().err
     assert err.startswith("python -m nnback train: error: ") and "cupy" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_bad_save_or_output_path_fails_before_any_work(pets, tmp_path):
+    """Issue 16, item 2: the destination is checked before the first epoch (and before
+    predict reads anything), exit status 1, one line naming the path and what is wrong."""
+    missing = tmp_path / "no" / "such" / "m.nnb"
+    done = nnback_cli("train", pets, "--target", "kind", "--epochs", "100000", "--save",
+                      missing, cwd=tmp_path, check=False)
+    assert done.returncode == 1
+    assert f"--save {missing}: the folder {missing.parent} does not exist" in done.stderr
+    assert "epoch" not in done.stdout + done.stderr and "task:" not in done.stdout
+    folder = nnback_cli("train", pets, "--target", "kind", "--save", tmp_path, cwd=tmp_path,
+                        check=False)
+    assert folder.returncode == 1 and "is a folder; give a file name such as" in folder.stderr
+    saved = tmp_path / "m.nnb"
+    nnback_cli("train", pets, "--target", "kind", "--epochs", "2", "--save", saved,
+               cwd=tmp_path)
+    out = tmp_path / "gone" / "pred.csv"
+    predicted = nnback_cli("predict", saved, pets, "--output", out, cwd=tmp_path, check=False)
+    assert predicted.returncode == 1
+    assert f"--output {out}: the folder {out.parent} does not exist" in predicted.stderr

@@ -7,7 +7,11 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
+import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,8 @@ import pytest
 import nnback as nb
 from nnback import fileformat, io as nnio
 from nnback.layers import Layer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 
@@ -441,3 +447,29 @@ def test_save_into_a_missing_or_non_folder_names_the_target(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file"]
     with pytest.raises(TypeError, match="path must be a file name"):
         model.save(None)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_saved_model_file_gets_the_umasks_mode_as_open_would(tmp_path, umask, expected):
+    """In a process of its own (the umask is process-wide): a new file as open(path, "w")
+    makes it, a replaced file keeps its mode; the write stays atomic."""
+    script = textwrap.dedent(f"""
+        import os, stat
+        import nnback as nb
+        os.umask({umask})
+        model = nb.MLP([2, 1], seed=0)
+        model.save("new.nnb")
+        open("plain.txt", "w").close()
+        open("kept.nnb", "w").close()
+        os.chmod("kept.nnb", 0o640)
+        model.save("kept.nnb")
+        for name in ("new.nnb", "plain.txt", "kept.nnb"):
+            print(name, oct(stat.S_IMODE(os.stat(name).st_mode)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    modes = dict(line.split() for line in done.stdout.splitlines())
+    assert modes == {"new.nnb": oct(expected), "plain.txt": oct(expected), "kept.nnb": "0o640"}
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]

@@ -196,7 +196,8 @@ def test_fit_with_an_absurd_learning_rate_raises_divergence_and_restores(backend
     assert len(model.history.loss) == info.value.epoch - 1
 
 
-def test_verbose_prints_one_line_per_epoch_without_tqdm(backend, capsys, monkeypatch):
+def test_verbose_prints_one_line_per_epoch_to_stderr_without_tqdm(backend, capsys,
+                                                                  monkeypatch):
     import builtins
 
     real_import = builtins.__import__
@@ -210,8 +211,9 @@ def test_verbose_prints_one_line_per_epoch_without_tqdm(backend, capsys, monkeyp
     X, y = nb.datasets.xor()
     nb.MLP([2, 2, 1], backend=backend, seed=0).fit(X, y, epochs=3, verbose=True,
                                                    validation_data=(X, y))
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith("epoch 3/3 - loss ")
+    printed = capsys.readouterr()
+    lines = printed.err.strip().splitlines()
+    assert printed.out == "" and len(lines) == 3 and lines[2].startswith("epoch 3/3 - loss ")
     assert "val_loss" in lines[0]
 
 
