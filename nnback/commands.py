@@ -16,6 +16,7 @@ Problems with the user's files, columns or settings raise CommandError, whose me
 import argparse
 import contextlib
 import csv
+import difflib
 import math
 import os
 import sys
@@ -48,8 +49,8 @@ class Table:
     def column(self, name):
         """The cells of column ``name``; CommandError naming the columns there are if absent."""
         if name not in self.columns:
-            raise CommandError(f"{self.path} has no column {name!r}; its columns are "
-                               f"{_names(self.columns)}")
+            raise CommandError(f"{self.path} has no column {name!r}" + _closest(name,
+                                                                             self.columns))
         index = self.columns.index(name)
         return [row[index] for row in self.rows]
 
@@ -130,6 +131,17 @@ def _check_header(path, columns):
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise CommandError(f"{path}: the header repeats the column name(s) {_names(repeated)}")
+
+
+def _closest(name, columns, most=8):
+    """"; did you mean 'x'?" and the columns there are, at most ``most`` of them named."""
+    close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
+    if not close:  # a different case is a likely slip too
+        close = [column for column in columns if column.lower() == name.lower()]
+    guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
+    shown = _names(columns[:most]) + (f", ... ({len(columns) - most} more)"
+                                      if len(columns) > most else "")
+    return f"{guess} It has {len(columns)} columns: {shown}"
 
 
 def _names(names):

@@ -266,7 +266,7 @@ TRAIN_ERRORS = [
     ("ragged row", "a,y\n1,0\n2\n", ["--target", "y"], "line 3: 1 cells, but the header has 2"),
     ("repeated name", "a,a,y\n1,2,0\n", ["--target", "y"], "repeats the column name(s) 'a'"),
     ("missing target", "a,b\n1,2\n", ["--target", "y"],
-     "has no column 'y'; its columns are 'a', 'b'"),
+     "has no column 'y'. It has 2 columns: 'a', 'b'"),
     ("empty cell", "a,y\n1,0\n,1\n", ["--target", "y"],
      "line 3, column 'a': the cell is empty"),
     ("infinite cell", "a,y\n1,0\ninf,1\n", ["--target", "y"],
@@ -379,3 +379,17 @@ def test_a_bad_save_or_output_path_fails_before_any_work(pets, tmp_path):
     predicted = nnback_cli("predict", saved, pets, "--output", out, cwd=tmp_path, check=False)
     assert predicted.returncode == 1
     assert f"--output {out}: the folder {out.parent} does not exist" in predicted.stderr
+
+
+def test_an_unknown_column_names_the_closest_ones_not_all(tmp_path):
+    """Issue 16, item 7: difflib's closest names and the count, not 65 names."""
+    header = [f"pixel_{index}" for index in range(64)] + ["target"]
+    data = write_csv(tmp_path / "wide.csv", header, [[0] * 64 + [index % 2]
+                                                     for index in range(6)])
+    done = nnback_cli("train", data, "--target", "tagret", cwd=tmp_path, check=False)
+    assert done.returncode == 1
+    assert "has no column 'tagret'; did you mean 'target'? It has 65 columns: 'pixel_0'" \
+        in done.stderr
+    assert "(57 more)" in done.stderr and "pixel_40" not in done.stderr
+    upper = nnback_cli("train", data, "--target", "TARGET", cwd=tmp_path, check=False)
+    assert "did you mean 'target'?" in upper.stderr
