@@ -90,11 +90,20 @@ class Table:
             raise CommandError(f"{where}: {cell!r} is not a finite number")
 
 
+def _opened(path):
+    """The text stream to read CSV from: the file at ``path``, or standard input for "-"
+    (the POSIX convention), left open on leaving."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin)
+    return open(path, newline="", encoding="utf-8-sig")
+
+
 def read_csv(path):
-    """The Table in the CSV file at ``path``; CommandError for a file that cannot be read,
+    """The Table in the CSV file at ``path`` ("-": standard input); CommandError for a file
+    that cannot be read,
     has no header or no rows, repeats a column name, or has rows of the wrong length."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
+        with _opened(path) as stream:
             reader = csv.reader(stream)
             header = next(reader, None)
             if header is None:
@@ -197,8 +206,9 @@ def _scaling(values):
 
 # -- train ----------------------------------------------------------------------------------
 def add_train_arguments(parser):
-    parser.add_argument("data", help="CSV file with a header row; one sample per row")
-    parser.add_argument("--target", required=True, metavar="COLUMN",
+    parser.add_argument("data", help="CSV file with a header row; one sample per row "
+                                     "(- reads standard input)")
+    parser.add_argument("-t", "--target", required=True, metavar="COLUMN",
                         help="the column to predict")
     parser.add_argument("--features", type=column_list, metavar="A,B,...",
                         help="the input columns (default: every column but the target)")
@@ -225,7 +235,7 @@ def add_train_arguments(parser):
                         help="where to train (default: auto = cupy if a GPU works, else numpy)")
     parser.add_argument("--save", metavar="MODEL", help="write the trained model here "
                         "(e.g. model.nnb), for `predict`")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def train(args, out=print):
@@ -345,9 +355,10 @@ def add_predict_arguments(parser):
     parser.add_argument("model", help="a model file written by `train --save` (or by "
                                       "model.save in Python)")
     parser.add_argument("data", help="CSV file with the feature columns the model was "
-                                     "trained on (a target column, if present, is ignored)")
-    parser.add_argument("--output", metavar="CSV",
-                        help="write the predictions here (default: standard output)")
+                                     "trained on (a target column, if present, is ignored; "
+                                     "- reads standard input)")
+    parser.add_argument("-o", "--output", metavar="CSV",
+                        help="write the predictions here (default, or -: standard output)")
     parser.add_argument("--proba", action="store_true",
                         help="classification: add one probability column per class")
     parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"),
@@ -355,7 +366,7 @@ def add_predict_arguments(parser):
 
 
 def predict(args, out=print):
-    if args.output:
+    if args.output and args.output != "-":
         check_writable(args.output, "--output")
     try:
         model, extra = load(args.model, backend=args.backend, return_extra=True)
@@ -408,13 +419,14 @@ def _number(value):
 
 def _write(args, names, rows, out):
     """The predictions as CSV to --output, or to standard output."""
-    target = open(args.output, "w", newline="", encoding="utf-8") if args.output \
-        else contextlib.nullcontext(sys.stdout)
+    to_stdout = args.output in (None, "", "-")
+    target = contextlib.nullcontext(sys.stdout) if to_stdout else \
+        open(args.output, "w", newline="", encoding="utf-8")
     with target as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(names)
         writer.writerows(rows)
-    if args.output:
+    if not to_stdout:
         out(f"wrote {len(rows)} predictions to {args.output}")
     return 0
 

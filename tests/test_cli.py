@@ -393,3 +393,25 @@ def test_an_unknown_column_names_the_closest_ones_not_all(tmp_path):
     assert "(57 more)" in done.stderr and "pixel_40" not in done.stderr
     upper = nnback_cli("train", data, "--target", "TARGET", cwd=tmp_path, check=False)
     assert "did you mean 'target'?" in upper.stderr
+
+
+def test_dash_reads_standard_input_and_writes_standard_output(pets, tmp_path):
+    """Issue 16, item 6: `head -3 new.csv | python -m nnback predict m.nnb -`, and
+    `-o -`; the short options -t, -q, -o."""
+    saved = tmp_path / "m.nnb"
+    nnback_cli("train", pets, "-t", "kind", "--epochs", "2", "-q", "--save", saved,
+               cwd=tmp_path)
+    head = "\n".join(pets.read_text().splitlines()[:3]) + "\n"
+    piped = subprocess.run([sys.executable, "-m", "nnback", "predict", str(saved), "-",
+                            "-o", "-"], input=head, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, env=cli_environment(None))
+    assert piped.returncode == 0, piped.stderr
+    rows = read_csv_rows(piped.stdout)
+    assert len(rows) == 3 and rows[0][0] == "kind"  # the header and two predictions
+    from_file = nnback_cli("predict", saved, pets, cwd=tmp_path)
+    assert read_csv_rows(from_file.stdout)[1:3] == rows[1:]
+    trained = subprocess.run([sys.executable, "-m", "nnback", "train", "-", "-t", "kind",
+                              "--epochs", "1", "-q"], input=pets.read_text(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120,
+                             env=cli_environment(None))
+    assert trained.returncode == 0 and "after 1 epoch" in trained.stdout
