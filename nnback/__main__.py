@@ -11,6 +11,7 @@ on stderr, no traceback); 2 for bad arguments (argparse's usage message); 130 on
 import argparse
 import os
 import platform
+import re
 import sys
 from collections import namedtuple
 
@@ -140,7 +141,15 @@ def _one_line(error):
         text = f"{error.filename}: {error.strerror}"
     else:
         text = str(error)
-    return " ".join(text.split())
+    return _for_the_command_line(" ".join(text.split()))
+
+
+def _for_the_command_line(text):
+    """Advice written for Python callers, in the command line's terms: backend='numpy'
+    becomes --backend numpy, and an install hint 'nnback[extra]' names the command for a
+    checkout too ('.[extra]'), since how nnback was installed is not known here."""
+    text = re.sub(r"\bbackend='(\w+)'", r"--backend \1", text)
+    return re.sub(r"'nnback\[([\w,]+)\]'", r"'nnback[\1]' (from a checkout: '.[\1]')", text)
 
 
 if __name__ == "__main__":

@@ -358,6 +358,19 @@ def test_cupy_backend_without_cupy_is_one_line(pets, capsys, no_cupy):
     err = capsys.readouterr().err
     assert err.startswith("python -m nnback train: error: ") and "cupy" in err
     assert len(err.splitlines()) == 1
+    # issue 16, item 11: the command line's words, and both install commands
+    assert "pip install 'nnback[cuda12]' (from a checkout: '.[cuda12]')" in err
+    assert "backend='" not in err
+
+
+def test_python_advice_is_reworded_for_the_command_line():
+    from nnback.__main__ import _for_the_command_line
+
+    assert _for_the_command_line("or use backend='numpy' / backend='auto' to run on the "
+                                 "CPU") == "or use --backend numpy / --backend auto to run " \
+                                           "on the CPU"
+    assert _for_the_command_line("install it: pip install 'nnback[sklearn,mpi]'") == \
+        "install it: pip install 'nnback[sklearn,mpi]' (from a checkout: '.[sklearn,mpi]')"
 
 
 def test_a_bad_save_or_output_path_fails_before_any_work(pets, tmp_path):
