@@ -22,6 +22,8 @@ NumPy 1.x, CuPy and PyTorch are not array-API namespaces themselves (no ``device
 ``array_api_compat.array_namespace`` gives a compliant wrapper of each. The fast backends
 keep the raw module for their own overrides.
 """
+import sys
+
 import array_api_compat
 import numpy
 
@@ -362,6 +364,20 @@ def compat_namespace(xp):
             or array_api_compat.is_torch_namespace(xp):
         return array_api_compat.array_namespace(xp.empty(0))
     return xp
+
+
+def is_host_sparse(value):
+    """Whether ``value`` is a scipy.sparse matrix or array (while scipy.sparse has not been
+    imported, nothing can be one: scipy is not imported to find out)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(value)
+
+
+def as_csr(value, dtype=None):
+    """The sparse matrix ``value`` (scipy's or cupyx's) in CSR format, cast to ``dtype``
+    where it has another."""
+    rows = value.tocsr()
+    return rows if dtype is None or rows.dtype == numpy.dtype(dtype) else rows.astype(dtype)
 
 
 def is_array_object(value):

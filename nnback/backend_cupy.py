@@ -10,7 +10,7 @@ import numpy
 
 from . import _cupy_kernels as _kernels
 from .backend_base import (Backend, BackendUnavailableError, DeviceOutOfMemoryError,
-                           ReusedBuffers, host_array)
+                           ReusedBuffers, as_csr, host_array, is_host_sparse)
 
 
 class CupyBackend(Backend):
@@ -62,7 +62,7 @@ class CupyBackend(Backend):
         target = None if dtype is None else numpy.dtype(dtype)
         if isinstance(x, self.module.ndarray):
             return x if target is None or x.dtype == target else x.astype(target)
-        if self.is_sparse(x) or _is_host_sparse(x):
+        if self.is_sparse(x) or is_host_sparse(x):
             return self.sparse_rows(x, dtype)
         host = host_array(x)
         return self.module.asarray(host if target is None else host.astype(target, copy=False))
@@ -78,14 +78,9 @@ class CupyBackend(Backend):
         """A cupyx CSR matrix: a host scipy.sparse matrix moves to the GPU as sparse (its
         data, indices and row pointers only)."""
         sparse = importlib.import_module(_CUPYX_SPARSE)
-        if not sparse.issparse(value):
-            value = value.tocsr()
-            if dtype is not None:
-                value = value.astype(dtype)
-            return sparse.csr_matrix(value)
-        rows = value.tocsr()
-        return rows if dtype is None or rows.dtype == numpy.dtype(dtype) else \
-            rows.astype(dtype)
+        if not sparse.issparse(value):  # cast on the host: only the final bytes move
+            return sparse.csr_matrix(as_csr(value, dtype))
+        return as_csr(value, dtype)
 
     def synchronize(self):
         self.module.cuda.get_current_stream().synchronize()
@@ -268,11 +263,6 @@ class CupyBackend(Backend):
 
 
 _CUPYX_SPARSE = "cupyx.scipy.sparse"
-
-
-def _is_host_sparse(value):
-    sparse = sys.modules.get("scipy.sparse")
-    return sparse is not None and sparse.issparse(value)
 
 
 def _fits_like(out, array, shape=None):

@@ -8,12 +8,11 @@ returns the generic result; the parity tests hold the two together.
 """
 import math
 import os
-import sys
 import threading
 
 import numpy
 
-from .backend_base import Backend, ReusedBuffers, host_array
+from .backend_base import Backend, ReusedBuffers, as_csr, host_array, is_host_sparse
 
 
 class NumpyBackend(Backend):
@@ -52,13 +51,10 @@ class NumpyBackend(Backend):
         return numpy.asarray(host_array(x), dtype=target)
 
     def is_sparse(self, value):
-        sparse = sys.modules.get("scipy.sparse")  # never imported: value cannot be one
-        return sparse is not None and sparse.issparse(value)
+        return is_host_sparse(value)
 
     def sparse_rows(self, value, dtype=None):
-        rows = value.tocsr()
-        return rows if dtype is None or rows.dtype == numpy.dtype(dtype) else \
-            rows.astype(dtype)
+        return as_csr(value, dtype)
 
     def zeros(self, shape, dtype):
         return numpy.zeros(shape, dtype=dtype)

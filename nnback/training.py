@@ -170,7 +170,16 @@ def prediction_loss(model, x, target, loss, weights=None):
     pred = model.infer(x, stop=stop)
     if weights is None:
         return loss.value(model.xp, pred, target)
-    return loss.value(model.xp, pred, target, weights * (x.shape[0] / model.xp.sum(weights)))
+    return loss.value(model.xp, pred, target, row_weights(model.xp, weights)[0])
+
+
+def row_weights(xp, weights):
+    """(weights scaled to average 1 over their rows, their sum, whether it is positive): the
+    form a loss takes them in. Weights that are all 0 stay 0 (nothing is divided by 0)."""
+    total = xp.sum(weights)
+    positive = total > 0
+    safe = xp.where(positive, total, xp.ones_like(total))
+    return weights * (weights.shape[0] / safe), safe, positive
 
 
 class Trainer:
@@ -212,7 +221,7 @@ class Trainer:
         model, loss, xp = self.model, self.loss, self.model.xp
         l2 = self.alpha / n_rows
         if weights is not None:
-            weights, l2 = self._normalised(weights, n_rows)
+            weights, l2 = self._normalised(weights)
         by_row = () if weights is None else (weights,)  # a loss of one's own may lack them
         out = forward_through(model.layers, x)
         if self.folded or loss.gradient_is_scaled_difference:
@@ -234,14 +243,11 @@ class Trainer:
             value = value + self._add_l2(l2, scale)
         return value, grad_x
 
-    def _normalised(self, weights, n_rows):
+    def _normalised(self, weights):
         """(weights · n_rows / Σ weights, alpha / Σ weights), both 0 where Σ weights is 0."""
         xp = self.model.xp
-        total = xp.sum(weights)
-        positive = total > 0
-        safe = xp.where(positive, total, xp.ones_like(total))
-        return weights * (n_rows / safe), \
-            xp.where(positive, self.alpha / safe, xp.zeros_like(total))
+        weights, total, positive = row_weights(xp, weights)
+        return weights, xp.where(positive, self.alpha / total, xp.zeros_like(total))
 
     def _add_l2(self, alpha, scale):
         """dW += scale·alpha·W for the weights (not the biases); returns ½·alpha·Σ‖W‖²."""

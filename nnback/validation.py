@@ -7,11 +7,10 @@ before they reach a GPU, where an out-of-range index silently reads another elem
 """
 import numbers
 import os
-import sys
 
 import numpy
 
-from .backend import backend_of, is_array_object
+from .backend import backend_of, is_array_object, is_host_sparse
 
 
 class ShapeError(ValueError):
@@ -198,7 +197,7 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
     feature also takes (n_samples,). A device array is checked where it lives; with
     ``check_values=False`` only its shape and dtype are (no device sync). A NumPy array
     is checked on the host (no copy where it already has ``dtype``)."""
-    if backend.is_sparse(X) or _is_host_sparse(X):
+    if backend.is_sparse(X) or is_host_sparse(X):
         return _prepare_sparse(backend, X, n_features, dtype, name, check_values), False
     if backend.is_array(X) and not isinstance(X, numpy.ndarray):
         check_device_array(backend, X, name)
@@ -215,11 +214,6 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
         host = check_fits(check_numeric(host, name), dtype, name)
     shape, single = _input_shape(host.shape, n_features, name)
     return backend.asarray(host if host.shape == shape else host.reshape(shape), dtype), single
-
-
-def _is_host_sparse(value):
-    sparse = sys.modules.get("scipy.sparse")  # never imported: value cannot be one
-    return sparse is not None and sparse.issparse(value)
 
 
 def _prepare_sparse(backend, X, n_features, dtype, name, check_values):
