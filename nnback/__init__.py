@@ -15,6 +15,8 @@ from .losses import (MSE, SSE, BinaryCrossEntropy, Loss, PoissonDeviance,
                      SoftmaxCrossEntropy)
 from .optim import SGD, Adam, Optimizer
 from .model import MLP, DivergenceError, History, Sequential
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint
+from .training import TrainingInterrupted
 from .validation import ShapeError
 from .io import ModelFileError, load
 from .gradcheck import gradcheck
@@ -27,6 +29,7 @@ __all__ = [
     "MSE", "SSE", "BinaryCrossEntropy", "Loss", "PoissonDeviance", "SoftmaxCrossEntropy",
     "SGD", "Adam", "Optimizer",
     "MLP", "DivergenceError", "History", "Sequential", "ShapeError",
+    "Callback", "EarlyStopping", "ModelCheckpoint", "TrainingInterrupted",
     "ModelFileError", "load", "gradcheck", "datasets", "distributed",
 ]
 

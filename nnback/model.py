@@ -12,6 +12,7 @@ import weakref
 from contextlib import nullcontext
 
 from .backend import check_dtype, get_backend
+from .callbacks import CallbackList
 from .flat import FlatParameters
 from .layers import (Dense, Layer, activation_layer, activation_name, backward_through,
                      build_layers, forward_through, infer_through)
@@ -265,7 +266,7 @@ class Sequential:
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,
             shuffle=True, seed=None, validation_data=None, verbose=False, alpha=0.0,
-            distributed=False, sample_weight=None):
+            distributed=False, sample_weight=None, callbacks=None):
         """Train with mini-batches; returns a History (also kept as ``model.history``).
 
         X: (n_samples, n_features); y: (n_samples, n_outputs), (n_samples,) for one output,
@@ -279,11 +280,13 @@ class Sequential:
         sample_weight: a weight >= 0 per row of X; each batch's loss is their weighted mean
         (scikit-learn's and Keras's sample_weight). distributed: True (or a DataParallel)
         for data-parallel training under ``mpiexec -n N`` (see nnback.distributed).
+        callbacks: a list of nnback.callbacks objects (EarlyStopping, ModelCheckpoint, ...).
 
         X and y move to the device once; mini-batches are cut on the device, and the loss
         comes back once per epoch. If the loss becomes NaN or infinite, the weights of the
-        last finite epoch are restored and DivergenceError is raised. Ctrl-C stops after the
-        current step with a consistent model, and History holds the completed epochs.
+        last finite epoch are restored and DivergenceError is raised. A first Ctrl-C stops
+        after the current step with a consistent model (a second one at once, back to the
+        last completed epoch), and History holds the completed epochs.
         """
         loss, optimizer = get_loss(loss), get_optimizer(optimizer, lr)
         epochs = check_positive_int("epochs", epochs)
@@ -296,24 +299,19 @@ class Sequential:
         if validation_data is not None:
             validation_data = self._prepared(
                 loss, *validation.unpack_validation_data(validation_data), suffix="_val")
+        hooks = CallbackList(self, callbacks, validation_data is not None)
+        end_of_epoch = hooks.begin()  # before any change: a bad setting fails here
         self.history = History()
         self._last_forward = None  # the layers' saved inputs are about to be replaced
-        replicated = nullcontext()
-        if distributed:
-            from .distributed import data_parallel
-
-            if weights is not None:
-                raise ValueError("sample_weight is not supported with distributed=True yet")
-            parallel = data_parallel(distributed)
-            seed = parallel.attach(self, x, target, loss, optimizer, seed)
-            verbose = verbose and parallel.is_root
-            replicated = parallel.training(shared_errors=(DivergenceError,))
+        replicated, seed, verbose = _replicated(self, distributed, x, target, loss, optimizer,
+                                                seed, verbose, weights)
         with replicated as sharding:  # sharding: what splits the batches between ranks
-            return Trainer(self, loss, optimizer, alpha, parallel=sharding).fit(
+            Trainer(self, loss, optimizer, alpha, parallel=sharding).fit(
                 x, target, epochs, min(batch_size or x.shape[0], x.shape[0]),
                 self.backend.host_rng(seed) if shuffle else None, validation_data,
-                progress=Progress(epochs, verbose), history=self.history,
-                sample_weight=weights)
+                end_of_epoch, Progress(epochs, verbose), self.history, weights)
+        hooks.end()
+        return self.history
 
     def _prepared(self, loss, X, y, sample_weight=None, suffix=""):
         """(x, target, weights or None) checked and on the device, as fit trains on them."""
@@ -368,6 +366,22 @@ class MLP(Sequential):
         config["class"] = "MLP"
         config["mlp"] = {"activation": self.activation, "output": self.output}
         return config
+
+
+def _replicated(model, distributed, x, target, loss, optimizer, seed, verbose, weights):
+    """(context the fit runs in, seed, verbose): for distributed=True (or a DataParallel),
+    the data-parallel group attached to ``model`` (the seed agreed by the ranks, progress on
+    rank 0 only); else nothing to enter."""
+    if not distributed:
+        return nullcontext(), seed, verbose
+    from .distributed import data_parallel
+
+    if weights is not None:
+        raise ValueError("sample_weight is not supported with distributed=True yet")
+    parallel = data_parallel(distributed)
+    seed = parallel.attach(model, x, target, loss, optimizer, seed)
+    return (parallel.training(shared_errors=(DivergenceError,)), seed,
+            verbose and parallel.is_root)
 
 
 def _checked_layers(layers):

@@ -138,26 +138,39 @@ class DeviceErrors:
         raise translated from error
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a fit between two steps: the model holds the weights of the last
+    step, and ``epochs_completed`` epochs of this fit had ended before it. A KeyboardInterrupt,
+    so ``except KeyboardInterrupt`` catches it as before."""
+
+    epochs_completed = 0
+
+
 class DeferredInterrupt:
-    """Within the block, Ctrl-C (SIGINT) sets a flag instead of raising at once, so that
-    training stops between steps and never inside an in-place update. The block sees the
-    flag as ``interrupted`` (a list that becomes non-empty); a Ctrl-C after the last step
-    raises KeyboardInterrupt on leaving. Off the main thread signals cannot be caught;
-    then it does nothing."""
+    """Within the block, a first Ctrl-C (SIGINT) sets a flag instead of raising at once, so
+    that training stops between steps and never inside an in-place update. The block sees
+    the flag as ``interrupted`` (a list that becomes non-empty); a Ctrl-C after the last step
+    raises TrainingInterrupted on leaving. A second Ctrl-C raises KeyboardInterrupt at once,
+    wherever the block is (the caller puts the weights back). Off the main thread signals
+    cannot be caught; then it does nothing."""
 
     def __enter__(self):
         self.interrupted = []
         self.installed = threading.current_thread() is threading.main_thread()
         if self.installed:
-            self.previous = signal.signal(signal.SIGINT,
-                                          lambda signum, frame: self.interrupted.append(signum))
+            self.previous = signal.signal(signal.SIGINT, self._interrupt)
         return self.interrupted
+
+    def _interrupt(self, signum, frame):
+        self.interrupted.append(signum)
+        if len(self.interrupted) > 1:
+            raise KeyboardInterrupt
 
     def __exit__(self, kind, error, traceback):
         if self.installed:
             signal.signal(signal.SIGINT, self.previous)
         if self.interrupted and kind is None:
-            raise KeyboardInterrupt
+            raise TrainingInterrupted
         return False
 
 
@@ -281,7 +294,7 @@ class Trainer:
         an object whose ``permutation(n_samples)`` gives this epoch's host row order (a
         NumPy Generator; the estimators pass scikit-learn's). weights: None or sample
         weights (n_samples, 1), cut into batches alongside (see compute_gradients). Stops
-        after the step in which ``interrupted`` became non-empty (KeyboardInterrupt)."""
+        after the step in which ``interrupted`` became non-empty (TrainingInterrupted)."""
         n_samples = x.shape[0]
         rows = None
         if order is not None and batch_size < n_samples:
@@ -299,7 +312,7 @@ class Trainer:
             weighted = self.step(*batch) * (stop - start)
             total = weighted if total is None else total + weighted
             if interrupted:
-                raise KeyboardInterrupt
+                raise TrainingInterrupted
         return total
 
     def _gather(self, name, array, rows):
@@ -332,41 +345,54 @@ class Trainer:
 
         If the loss or the weights become NaN or infinite, the weights (and optimizer
         state) of the last finite epoch are restored and DivergenceError is raised; any
-        other error restores them too. Ctrl-C stops after the current step with a
-        consistent model (KeyboardInterrupt), History holding the completed epochs."""
+        other error restores them too. A first Ctrl-C stops after the current step with a
+        consistent model (TrainingInterrupted, whose ``epochs_completed`` History holds); a
+        second one stops at once and restores the weights of the last completed epoch."""
         history = History() if history is None else history
-        n_samples = x.shape[0]
         checkpoint = Checkpoint(self.backend, self.model.trainable_arrays()[0],
                                 self.optimizer)
         progress = progress or Progress(epochs, False)
-        with DeferredInterrupt() as interrupted, progress:
-            for epoch in range(1, epochs + 1):
-                try:
-                    with DeviceErrors(self.model, batch_size):
-                        total = self.epoch(x, target, batch_size, order, interrupted,
-                                           sample_weight)
-                        loss, weights_finite = self._epoch_result(total, n_samples)
-                        val_loss = None if validation is None else float(self.backend.to_numpy(
-                            prediction_loss(self.model, validation[0], validation[1],
-                                            self.loss, *validation[2:])))
-                except Exception:  # not KeyboardInterrupt: that keeps the last step's weights
-                    checkpoint.restore()
-                    raise
-                # the loss is taken before each update: the epoch's last update can still
-                # make the weights infinite while the loss looks fine
-                loss_finite = loss == loss and abs(loss) != float("inf")
-                if not (loss_finite and weights_finite):
-                    checkpoint.restore()
-                    raise self._divergence(epoch, loss, loss_finite)
-                checkpoint.save()
-                history.epoch.append(epoch)
-                history.loss.append(loss)
-                if val_loss is not None:
-                    history.val_loss.append(val_loss)
-                progress.update(epoch, history)
-                if end_of_epoch is not None and end_of_epoch(epoch, history):
-                    break
+        completed = 0
+        try:
+            with DeferredInterrupt() as interrupted, progress:
+                for epoch in range(1, epochs + 1):
+                    try:
+                        with DeviceErrors(self.model, batch_size):
+                            loss, weights_finite, val_loss = self._one_epoch(
+                                x, target, batch_size, order, interrupted, sample_weight,
+                                validation)
+                    except BaseException as error:  # an error, or a second Ctrl-C mid-step
+                        if not isinstance(error, TrainingInterrupted):
+                            checkpoint.restore()  # a first Ctrl-C keeps the last step
+                        raise
+                    # the loss is taken before each update: the epoch's last update can
+                    # still make the weights infinite while the loss looks fine
+                    loss_finite = loss == loss and abs(loss) != float("inf")
+                    if not (loss_finite and weights_finite):
+                        checkpoint.restore()
+                        raise self._divergence(epoch, loss, loss_finite)
+                    checkpoint.save()
+                    completed = epoch
+                    history.epoch.append(epoch)
+                    history.loss.append(loss)
+                    if val_loss is not None:
+                        history.val_loss.append(val_loss)
+                    progress.update(epoch, history)
+                    if end_of_epoch is not None and end_of_epoch(epoch, history):
+                        break
+        except TrainingInterrupted as stop:
+            stop.epochs_completed = completed
+            raise
         return history
+
+    def _one_epoch(self, x, target, batch_size, order, interrupted, weights, validation):
+        """(mean training loss, whether the weights are finite, validation loss or None)."""
+        total = self.epoch(x, target, batch_size, order, interrupted, weights)
+        loss, weights_finite = self._epoch_result(total, x.shape[0])
+        val_loss = None if validation is None else float(self.backend.to_numpy(
+            prediction_loss(self.model, validation[0], validation[1], self.loss,
+                            *validation[2:])))
+        return loss, weights_finite, val_loss
 
     def _divergence(self, epoch, loss, loss_finite):
         what = "the weights became NaN or infinite" if loss_finite \

@@ -80,6 +80,25 @@ def check_path(path, name="path"):
     return path
 
 
+def check_writable(path, name, example="model.nnb"):
+    """``path`` (as check_path gives it) if a file can be written there, checked before any
+    work: its folder exists and is writable, and ``path`` is not a folder. Otherwise
+    FileNotFoundError, IsADirectoryError or PermissionError whose message names ``name``
+    (the parameter or option that gave the path)."""
+    path = check_path(path, name)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{name} {path} is a folder; give a file name such as "
+                                f"{os.path.join(path, example)}")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{name} {path}: the folder {folder} does not exist; create "
+                                "it first or choose another path")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
+                                          not os.access(path, os.W_OK)):
+        raise PermissionError(f"{name} {path}: no permission to write there")
+    return path
+
+
 def _foreign_array_error(name, value, backend):
     owner = type(value).__module__.split(".")[0]
     if owner == getattr(backend.module, "__name__", "").split(".")[0]:

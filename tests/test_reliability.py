@@ -165,6 +165,35 @@ def test_ctrl_c_keeps_the_last_completed_step(backend, interrupted_step):
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
+@pytest.mark.parametrize("interrupted_step", [1, 6, 9])
+def test_a_second_ctrl_c_stops_inside_the_step_and_restores_the_last_epoch(backend,
+                                                                           interrupted_step):
+    # 8 rows in batches of 2: four steps an epoch; both Ctrl-Cs arrive inside one step
+    X, y = X_LINEAR[:8] / 10, Y_LINEAR[:8] / 10
+    handler_before = signal.getsignal(signal.SIGINT)
+    twice = {interrupted_step: lambda params: [interrupt_now() for _ in range(2)]}
+    optimizer = RecordingSGD(backend, hooks=twice, lr=0.01)
+    model = linear_model(backend)
+    initial = model.get_weights()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        model.fit(X, y, optimizer=optimizer, epochs=100, batch_size=2, shuffle=False)
+    assert not isinstance(raised.value, nb.TrainingInterrupted)  # not the graceful stop
+    completed = (interrupted_step - 1) // 4
+    assert model.history.epoch == list(range(1, completed + 1))
+    expected = optimizer.after[4 * completed - 1] if completed else initial
+    assert_arrays_equal(model.get_weights(), expected, "weights of the last epoch")
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_a_first_ctrl_c_says_how_many_epochs_completed():
+    optimizer = RecordingSGD(nb.get_backend("numpy"), hooks={10: interrupt_now}, lr=0.01)
+    with pytest.raises(nb.TrainingInterrupted) as raised:
+        linear_model().fit(X_LINEAR[:8] / 10, Y_LINEAR[:8] / 10, optimizer=optimizer,
+                           epochs=100, batch_size=2, shuffle=False)
+    assert raised.value.epochs_completed == 2
+    assert isinstance(raised.value, KeyboardInterrupt)
+
+
 def test_ctrl_c_at_random_moments_leaves_a_consistent_model():
     X, y = X_LINEAR / 10, Y_LINEAR / 10
     rng = random.Random(0)
