@@ -16,145 +16,24 @@ Problems with the user's files, columns or settings raise CommandError, whose me
 import argparse
 import contextlib
 import csv
-import difflib
 import math
-import os
 import sys
 
 import numpy
 
 from . import distributed
 from .backend import VALID_DTYPES
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint
+from .csvtable import CommandError, counted, names, read_csv  # noqa: F401 (CommandError)
 from .io import load, save
 from .model import MLP
-from .validation import check_fraction, check_positive_int, check_positive_number
+from .training import Checkpoint, TrainingInterrupted
+from .validation import (check_fraction, check_positive_int, check_positive_number,
+                         check_writable)
 
 MAX_AUTO_CLASSES = 20
 TASKS = ("auto", "classify", "regress")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
-
-
-class CommandError(Exception):
-    """A problem with the user's input that the command line reports on one line (exit 1)."""
-
-
-# -- reading CSV files ---------------------------------------------------------------------
-class Table:
-    """A CSV file read as text: ``columns`` (the header), ``rows`` (lists of cell strings)
-    and ``lines`` (the file line each row starts on, for messages)."""
-
-    def __init__(self, path, columns, rows, lines):
-        self.path, self.columns, self.rows, self.lines = path, columns, rows, lines
-
-    def column(self, name):
-        """The cells of column ``name``; CommandError naming the columns there are if absent."""
-        if name not in self.columns:
-            raise CommandError(f"{self.path} has no column {name!r}" + _closest(name,
-                                                                             self.columns))
-        index = self.columns.index(name)
-        return [row[index] for row in self.rows]
-
-    def numbers(self, names, hint=""):
-        """Columns ``names`` as a float64 array (n_rows, len(names)); CommandError naming the
-        line and column of the first cell that is not a finite number (``hint`` appended)."""
-        indices = [self.columns.index(name) for name in names]
-        cells = numpy.array([[row[index] for index in indices] for row in self.rows],
-                            dtype=str).reshape(len(self.rows), len(indices))
-        try:
-            values = cells.astype(numpy.float64)
-        except ValueError:
-            values = None
-        if values is not None and numpy.isfinite(values).all():
-            return values
-        for row, line in zip(cells, self.lines):
-            for name, cell in zip(names, row):
-                self._check_number(str(cell), name, line, hint)
-        raise AssertionError("unreachable: a bad cell was not found")
-
-    def check_filled(self, name):
-        """CommandError naming the first empty cell of column ``name``, if any."""
-        for cell, line in zip(self.column(name), self.lines):
-            if not cell.strip():
-                raise CommandError(f"{self.path}, line {line}, column {name!r}: the cell is "
-                                   "empty; fill it in or drop the row")
-
-    def _check_number(self, cell, name, line, hint):
-        where = f"{self.path}, line {line}, column {name!r}"
-        if not cell.strip():
-            raise CommandError(f"{where}: the cell is empty; fill it in or drop the row")
-        try:
-            value = float(cell)
-        except ValueError:
-            raise CommandError(f"{where}: {cell!r} is not a number{hint}") from None
-        if not math.isfinite(value):
-            raise CommandError(f"{where}: {cell!r} is not a finite number")
-
-
-def _opened(path):
-    """The text stream to read CSV from: the file at ``path``, or standard input for "-"
-    (the POSIX convention), left open on leaving."""
-    if path == "-":
-        return contextlib.nullcontext(sys.stdin)
-    return open(path, newline="", encoding="utf-8-sig")
-
-
-def read_csv(path):
-    """The Table in the CSV file at ``path`` ("-": standard input); CommandError for a file
-    that cannot be read,
-    has no header or no rows, repeats a column name, or has rows of the wrong length."""
-    try:
-        with _opened(path) as stream:
-            reader = csv.reader(stream)
-            header = next(reader, None)
-            if header is None:
-                raise CommandError(f"{path} is empty; a header row of column names is needed")
-            columns = [name.strip() for name in header]
-            _check_header(path, columns)
-            rows, lines = [], []
-            line = reader.line_num + 1
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    if len(row) != len(columns):
-                        raise CommandError(
-                            f"{path}, line {line}: {len(row)} cells, but the header has "
-                            f"{len(columns)} columns")
-                    rows.append(row)
-                    lines.append(line)
-                line = reader.line_num + 1
-    except UnicodeDecodeError as error:
-        raise CommandError(f"{path} is not a UTF-8 text file ({error.reason} at byte "
-                           f"{error.start})") from None
-    except csv.Error as error:
-        raise CommandError(f"{path} is not a readable CSV file ({error})") from None
-    except OSError as error:
-        raise CommandError(f"{path}: {error.strerror or error}") from None
-    if not rows:
-        raise CommandError(f"{path} has a header but no rows of data")
-    return Table(path, columns, rows, lines)
-
-
-def _check_header(path, columns):
-    for position, name in enumerate(columns, start=1):
-        if not name:
-            raise CommandError(f"{path}: column {position} of the header has no name")
-    repeated = sorted({name for name in columns if columns.count(name) > 1})
-    if repeated:
-        raise CommandError(f"{path}: the header repeats the column name(s) {_names(repeated)}")
-
-
-def _closest(name, columns, most=8):
-    """"; did you mean 'x'?" and the columns there are, at most ``most`` of them named."""
-    close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
-    if not close:  # a different case is a likely slip too
-        close = [column for column in columns if column.lower() == name.lower()]
-    guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
-    shown = _names(columns[:most]) + (f", ... ({len(columns) - most} more)"
-                                      if len(columns) > most else "")
-    return f"{guess} It has {len(columns)} columns: {shown}"
-
-
-def _names(names):
-    return ", ".join(repr(name) for name in names)
 
 
 # -- the task and its targets -------------------------------------------------------------
@@ -211,7 +90,10 @@ def add_train_arguments(parser):
     parser.add_argument("-t", "--target", required=True, metavar="COLUMN",
                         help="the column to predict")
     parser.add_argument("--features", type=column_list, metavar="A,B,...",
-                        help="the input columns (default: every column but the target)")
+                        help="the input columns (default: every column but the target and "
+                             "the --id-column)")
+    parser.add_argument("--id-column", metavar="COLUMN",
+                        help="a column that names the rows (not a feature)")
     parser.add_argument("--task", choices=TASKS, default="auto",
                         help="classify or regress; auto: classify a target with text or "
                              f"with at most {MAX_AUTO_CLASSES} distinct whole numbers, "
@@ -224,40 +106,71 @@ def add_train_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
     parser.add_argument("--lr", type=positive_float, default=1e-3,
                         help="learning rate of Adam (default: 0.001)")
-    parser.add_argument("--validation-split", type=fraction, default=0.0, metavar="FRACTION",
-                        help="hold out this fraction of the rows (the last ones, as Keras "
-                             "does) and report the loss on them (default: 0)")
+    parser.add_argument("--validation-split", type=fraction, default=None, metavar="FRACTION",
+                        help="hold out this fraction of the rows, drawn at random (the last "
+                             "rows with --no-shuffle), and report the loss on them (default: "
+                             f"0, or {EARLY_STOPPING_SPLIT} with --early-stopping)")
+    parser.add_argument("--no-shuffle", action="store_true",
+                        help="hold out the last rows for validation, in file order (time "
+                             "series); the batches of each epoch are still shuffled")
+    parser.add_argument("--early-stopping", action="store_true",
+                        help="stop when the validation loss has not improved by --tol for "
+                             "more than --n-iter-no-change epochs, and keep the best epoch's "
+                             "weights (as scikit-learn's early_stopping)")
+    parser.add_argument("--n-iter-no-change", type=positive_int, default=10, metavar="N",
+                        help="with --early-stopping (default: 10)")
+    parser.add_argument("--tol", type=non_negative_float, default=1e-4,
+                        help="with --early-stopping: the least improvement that counts "
+                             "(default: 0.0001)")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="skip rows with missing values (empty, NA, NaN, ?, ...) instead "
+                             "of stopping at them")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the initial weights and the shuffling (default: 0)")
+                        help="seeds the initial weights, the validation split and the "
+                             "shuffling (default: 0)")
     parser.add_argument("--dtype", choices=VALID_DTYPES, default="float32",
                         help="default: float32")
     parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"),
                         help="where to train (default: auto = cupy if a GPU works, else numpy)")
     parser.add_argument("--save", metavar="MODEL", help="write the trained model here "
-                        "(e.g. model.nnb), for `predict`")
+                        "(e.g. model.nnb), for `predict`; Ctrl-C saves the last complete "
+                        "epoch")
+    parser.add_argument("--checkpoint", metavar="MODEL",
+                        help="during training, keep the best model so far in this file "
+                             "(lowest validation loss, or training loss without a split)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def train(args, out=print):
+EARLY_STOPPING_SPLIT = 0.1  # scikit-learn's validation_fraction
+
+
+class _LastEpoch(Callback):
+    """Keeps a copy of the weights after each completed epoch, to save on Ctrl-C."""
+
+    def on_fit_begin(self, model, has_validation):
+        self.weights = Checkpoint(model.backend, model.trainable_arrays()[0])
+
+    def on_epoch_end(self, model, epoch, history):
+        self.weights.save()
+
+
+def train(args, out=print, tell=None):
     """Under ``mpiexec -n N`` every rank trains on its shard of each batch
-    (nnback.distributed); only rank 0 prints and saves."""
-    if not distributed.is_root():
-        out = _silent
-    if args.save:  # before any epoch: a bad path must not cost the training
-        check_writable(args.save, "--save")
+    (nnback.distributed); only rank 0 prints and saves. Returns the exit status: 0, or 130
+    after a Ctrl-C (the model of the last complete epoch saved, with --save)."""
+    tell = tell or _to_stderr  # what is not a result: warnings, the interruption
+    root = distributed.is_root()
+    if not root:
+        out = tell = _silent
+    for path, flag in ((args.save, "--save"), (args.checkpoint, "--checkpoint")):
+        if path:  # before any epoch: a bad path must not cost the training
+            check_writable(path, flag)
     if args.backend == "cupy" and distributed.launched():
         distributed.select_gpu()  # this rank's GPU, before the backend's first use
     table = read_csv(args.data)
-    table.check_filled(args.target)
+    features = _train_columns(table, args)
+    _missing_values(table, [args.target] + features, args, out)
     target_cells = table.column(args.target)
-    features = args.features or [name for name in table.columns if name != args.target]
-    if args.target in features:
-        raise CommandError(f"the target column {args.target!r} is also listed in --features")
-    for name in features:
-        table.column(name)
-    if not features:
-        raise CommandError(f"{args.data} has no feature columns besides the target "
-                           f"{args.target!r}")
     X = table.numbers(features, hint="; feature columns must hold numbers (choose them with "
                                      "--features)")
     task = choose_task(args.task, target_cells)
@@ -281,57 +194,154 @@ def train(args, out=print):
         n_outputs, output, loss = 1, "identity", "mse"
         described = f"regress {args.target!r} (numbers)"
     X_scaled = (X - x_mean) / x_scale
-    n_train = len(X) - int(round(args.validation_split * len(X)))
-    if n_train < 1 or (args.validation_split and n_train == len(X)):
-        raise CommandError(f"--validation-split {args.validation_split} leaves "
-                           f"{n_train} of {len(X)} rows for training and "
-                           f"{len(X) - n_train} for validation; both need at least one")
+    training_rows, validation_rows = _split(len(X), args)
+    if task == "classify":
+        _warn_missing_classes(classes, y[training_rows], args, tell)
     model = MLP([len(features), *args.layers, n_outputs], activation=args.activation,
                 output=output, backend=args.backend, dtype=args.dtype, seed=args.seed)
     out(f"task: {described}; use --task to change it")
-    out(f"data: {n_train} rows for training"
-        + (f", {len(X) - n_train} for validation" if n_train < len(X) else "")
+    out(f"data: {len(training_rows)} rows for training"
+        + (f", {len(validation_rows)} for validation ({_split_kind(args)})"
+           if len(validation_rows) else "")
         + f"; {len(features)} feature columns ({_shown(features)})")
     out(f"network: {'-'.join(map(str, model.layer_sizes))} ({args.activation}, {output}) on "
         f"{model.backend.name} ({model.backend.device_name()}), {args.dtype}")
-    validation = (X_scaled[n_train:], y[n_train:]) if n_train < len(X) else None
-    history = model.fit(X_scaled[:n_train], y[:n_train], loss=loss, optimizer="adam",
-                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                        seed=args.seed, validation_data=validation, verbose=not args.quiet,
-                        distributed=True)
-    summary = [f"loss {history.loss[-1]:.4g}",
-               _metric("training", model.predict(X_scaled[:n_train]), y[:n_train], metadata)]
+    training = (X_scaled[training_rows], y[training_rows])
+    validation = (X_scaled[validation_rows], y[validation_rows]) \
+        if len(validation_rows) else None
+    last = _LastEpoch()
+    stopper = EarlyStopping("val_loss", args.n_iter_no_change, args.tol) \
+        if args.early_stopping else None
+    callbacks = [last] + ([stopper] if stopper else []) + (
+        [ModelCheckpoint(args.checkpoint, extra={"csv": metadata})]
+        if args.checkpoint and root else [])
+    status = 0
+    try:
+        history = model.fit(*training, loss=loss, optimizer="adam", lr=args.lr,
+                            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                            validation_data=validation, verbose=not args.quiet,
+                            distributed=True, callbacks=callbacks)
+    except TrainingInterrupted as stop:  # a first Ctrl-C: keep the completed epochs
+        history, status = model.history, 130
+        if not stop.epochs_completed:
+            raise
+        kept = stopper.restore_best() if stopper else stop.epochs_completed
+        if not stopper:
+            last.weights.restore()
+        which = f"{'the best epoch so far, ' if stopper else ''}epoch {kept}"
+        tell(f"interrupted in epoch {stop.epochs_completed + 1} of {args.epochs}: "
+             + (f"saving the model as it was after {which} (Ctrl-C again quits without "
+                "saving)" if args.save else f"the model as it was after {which} is not "
+                                            "saved (no --save)"))
+    else:
+        kept = stopper.best_epoch if stopper else len(history)
+        if stopper and stopper.stopped_epoch:
+            out(f"stopped early after epoch {stopper.stopped_epoch}: the validation loss did "
+                f"not improve by more than {args.tol:g} for more than "
+                f"{counted(args.n_iter_no_change, 'epoch')}")
+    out(_summary(model, history, kept, training, validation, metadata))
+    if args.save and root:
+        _save(model, args.save, metadata)
+        out(f"saved {args.save}" + (f", the weights of epoch {kept}" if kept != len(history)
+                                    else "") + f" (python -m nnback predict {args.save} "
+                                               "DATA.csv)")
+    return status
+
+
+def _train_columns(table, args):
+    """The feature columns of ``train`` (checked): --features, or every column but the
+    target and the --id-column."""
+    table.check_column(args.target, "--target")
+    if args.id_column is not None:
+        table.check_column(args.id_column, "--id-column")
+    features = args.features or [name for name in table.columns
+                                 if name not in (args.target, args.id_column)]
+    for name, flag in ((args.target, "the target column"), (args.id_column, "--id-column")):
+        if name is not None and name in features:
+            raise CommandError(f"{flag} {name!r} is also listed in --features")
+    for name in features:
+        table.check_column(name, "--features" if args.features else None)
+    if not features:
+        raise CommandError(f"{args.data} has no feature columns besides the target "
+                           f"{args.target!r}")
+    return features
+
+
+def _missing_values(table, columns, args, out):
+    """Refuse missing values among ``columns``, or (--drop-missing) drop their rows and say
+    which (with ``out``)."""
+    if not args.drop_missing:
+        table.refuse_missing(columns)
+        return
+    lines = table.drop_missing(columns)
+    if lines:
+        shown = ", ".join(map(str, lines[:8])) + (
+            f", ... ({len(lines) - 8} more)" if len(lines) > 8 else "")
+        out(f"missing values: skipped {counted(len(lines), 'row')} (line{'s' * (len(lines) > 1)}"
+            f" {shown})")
+
+
+def _split(n_rows, args):
+    """(training rows, validation rows) as index arrays: --validation-split of the rows at
+    random (seeded by --seed), or the last ones with --no-shuffle."""
+    fraction = args.validation_split
+    if fraction is None:
+        fraction = EARLY_STOPPING_SPLIT if args.early_stopping else 0.0
+    if args.early_stopping and not fraction:
+        raise CommandError("--early-stopping needs a validation split; leave out "
+                           "--validation-split 0 (default with early stopping: "
+                           f"{EARLY_STOPPING_SPLIT})")
+    n_train = n_rows - int(round(fraction * n_rows))
+    if n_train < 1 or (fraction and n_train == n_rows):
+        raise CommandError(f"--validation-split {fraction} leaves {n_train} of {n_rows} rows "
+                           f"for training and {n_rows - n_train} for validation; both need "
+                           "at least one")
+    order = numpy.arange(n_rows) if args.no_shuffle else \
+        numpy.random.default_rng(args.seed).permutation(n_rows)
+    return order[:n_train], order[n_train:]
+
+
+def _split_kind(args):
+    return "the last rows of the file" if args.no_shuffle else f"drawn at random, --seed " \
+                                                               f"{args.seed}"
+
+
+def _warn_missing_classes(classes, y_train, args, tell):
+    absent = [label for index, label in enumerate(classes) if not numpy.any(y_train == index)]
+    if absent:
+        cause = ("the file may be sorted by class: leave out --no-shuffle"
+                 if args.no_shuffle else "try another --seed or a smaller --validation-split")
+        tell(f"warning: {counted(len(absent), 'class')} ({_shown(absent)}) "
+             f"{'has' if len(absent) == 1 else 'have'} no rows in the training part, so the "
+             f"model cannot learn {'it' if len(absent) == 1 else 'them'}; {cause}")
+
+
+def _summary(model, history, kept, training, validation, metadata):
+    """"after N epochs: loss ...; training accuracy ...; ..." for the weights of epoch
+    ``kept`` (the last one, or the best one early stopping went back to)."""
+    summary = [f"loss {history.loss[kept - 1]:.4g}",
+               _metric("training", model.predict(training[0]), training[1], metadata)]
     if validation is not None:
-        summary += [f"validation loss {history.val_loss[-1]:.4g}",
+        summary += [f"validation loss {history.val_loss[kept - 1]:.4g}",
                     _metric("validation", model.predict(validation[0]), validation[1],
                             metadata)]
-    out(f"after {_count(len(history), 'epoch')}: " + "; ".join(summary))
-    if args.save and distributed.is_root():
-        try:
-            save(model, args.save, extra={"csv": metadata})
-        except OSError as error:  # its message names the path and what a failed save kept
-            raise CommandError(str(error.strerror or error)) from None
-        out(f"saved {args.save} (python -m nnback predict {args.save} DATA.csv)")
-    return 0
+    best = f" (the weights of epoch {kept})" if kept != len(history) else ""
+    return f"after {counted(len(history), 'epoch')}{best}: " + "; ".join(summary)
 
 
-def check_writable(path, flag):
-    """CommandError unless a file can be written at ``path`` (given as ``flag``): its
-    folder exists and is writable, and ``path`` is not a folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise CommandError(f"{flag} {path} is a folder; give a file name such as "
-                           f"{os.path.join(path, 'model.nnb' if flag == '--save' else 'out.csv')}")
-    if not os.path.isdir(folder):
-        raise CommandError(f"{flag} {path}: the folder {folder} does not exist; create it "
-                           "first or choose another path")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
-                                          not os.access(path, os.W_OK)):
-        raise CommandError(f"{flag} {path}: no permission to write there")
+def _save(model, path, metadata):
+    try:
+        save(model, path, extra={"csv": metadata})
+    except OSError as error:  # its message names the path and what a failed save kept
+        raise CommandError(str(error.strerror or error)) from None
 
 
 def _silent(*args, **kwargs):
     """Where ``print`` would be on every rank but rank 0."""
+
+
+def _to_stderr(text):
+    print(text, file=sys.stderr)
 
 
 def _metric(name, outputs, y, metadata):
@@ -341,13 +351,9 @@ def _metric(name, outputs, y, metadata):
     return f"{name} RMSE {math.sqrt(numpy.mean(error * error)):.4g}"
 
 
-def _count(number, thing):
-    return f"{number} {thing}{'' if number == 1 else 's'}"
-
-
-def _shown(names, most=8):
-    shown = ", ".join(map(str, names[:most]))
-    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+def _shown(items, most=8):
+    shown = ", ".join(map(str, items[:most]))
+    return shown + (f", ... ({len(items) - most} more)" if len(items) > most else "")
 
 
 # -- predict --------------------------------------------------------------------------------
@@ -360,74 +366,100 @@ def add_predict_arguments(parser):
     parser.add_argument("-o", "--output", metavar="CSV",
                         help="write the predictions here (default, or -: standard output)")
     parser.add_argument("--proba", action="store_true",
-                        help="classification: add one probability column per class")
+                        help="classification: add one probability column per class, named "
+                             "proba_<class>")
+    parser.add_argument("--id-column", metavar="COLUMN",
+                        help="copy this column (the rows' names) into the output, first")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="skip rows with missing values (empty, NA, NaN, ?, ...), saying "
+                             "which on standard error, instead of stopping at them")
     parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"),
                         help="where to compute (default: auto)")
 
 
 def predict(args, out=print):
     if args.output and args.output != "-":
-        check_writable(args.output, "--output")
+        check_writable(args.output, "--output", "out.csv")
     try:
         model, extra = load(args.model, backend=args.backend, return_extra=True)
     except OSError as error:
         raise CommandError(f"{args.model}: {error.strerror or error}") from None
     table = read_csv(args.data)
     metadata = extra.get("csv")
+    if args.id_column is not None:
+        table.check_column(args.id_column, "--id-column")
+    features = _predict_columns(table, metadata, args, model)
+    _missing_values(table, features, args, _to_stderr)  # stdout may hold the predictions
+    ids = [] if args.id_column is None else [args.id_column]
+    first = [table.column(args.id_column)] if ids else []
     if metadata is None:  # saved from Python: every column is an input, in order
-        features = table.columns
-        if len(features) != model.n_features_in:
-            raise CommandError(
-                f"{args.data} has {_count(len(features), 'column')} but {args.model} expects "
-                f"{_count(model.n_features_in, 'feature')} (it has no column names: it was not "
-                "saved by `nnback train`, so every column is taken as an input)")
         outputs = model.predict(table.numbers(features))
-        names = ["output"] if outputs.shape[1] == 1 else \
+        header = ["output"] if outputs.shape[1] == 1 else \
             [f"output_{index}" for index in range(outputs.shape[1])]
-        return _write(args, names, [[_number(v) for v in row] for row in outputs], out)
-    features = metadata["features"]
-    missing = [name for name in features if name not in table.columns]
-    unknown = [name for name in table.columns if name not in metadata["columns"]]
-    if missing or unknown:
-        given = [name for name in table.columns if name != metadata["target"]]
-        problems = ([f"missing {_names(missing)}"] if missing else []) + \
-            ([f"unknown {_names(unknown)}"] if unknown else [])
-        raise CommandError(
-            f"{args.data} has {_count(len(given), 'feature column')} but {args.model} was "
-            f"trained on {len(features)} ({_shown(features)}): {'; '.join(problems)}")
+        return _write(args, ids + header, first + [[_number(v) for v in column]
+                                                   for column in outputs.T], out)
     X = (table.numbers(features) - numpy.array(metadata["x_mean"])) / \
         numpy.array(metadata["x_scale"])
     outputs = model.predict(X)
     target = metadata["target"]
     if metadata["task"] == "classify":
         classes = metadata["classes"]
-        names = [target] + ([f"proba_{label}" for label in classes] if args.proba else [])
-        rows = [[classes[int(row.argmax())]] +
-                ([_number(p) for p in row] if args.proba else []) for row in outputs]
+        header = [target] + ([f"proba_{label}" for label in classes] if args.proba else [])
+        columns = [[classes[index] for index in outputs.argmax(axis=1)]] + (
+            [[_number(p) for p in column] for column in outputs.T] if args.proba else [])
     else:
         if args.proba:
             raise CommandError("--proba is for classification; this model regresses "
                                f"{target!r}")
         values = outputs[:, 0] * metadata["y_scale"] + metadata["y_mean"]
-        names, rows = [target], [[_number(value)] for value in values]
-    return _write(args, names, rows, out)
+        header, columns = [target], [[_number(value) for value in values]]
+    return _write(args, ids + header, first + columns, out)
+
+
+def _predict_columns(table, metadata, args, model):
+    """The columns ``predict`` reads, in the model's order (checked): those it was trained
+    on, or for a model saved from Python every column (but the --id-column)."""
+    if metadata is None:
+        features = [name for name in table.columns if name != args.id_column]
+        if len(features) != model.n_features_in:
+            raise CommandError(
+                f"{args.data} has {counted(len(features), 'column')} but {args.model} expects "
+                f"{counted(model.n_features_in, 'feature')} (it has no column names: it was "
+                "not saved by `nnback train`, so every column is taken as an input)")
+        return features
+    features = metadata["features"]
+    missing = [name for name in features if name not in table.columns]
+    unknown = [name for name in table.columns
+               if name not in metadata["columns"] and name != args.id_column]
+    if missing or unknown:
+        given = [name for name in table.columns if name not in (metadata["target"],
+                                                                  args.id_column)]
+        problems = ([f"missing {names(missing)}"] if missing else []) + \
+            ([f"unknown {names(unknown)}"] if unknown else [])
+        hint = "; name an id column with --id-column" if unknown and not args.id_column \
+            else ""
+        raise CommandError(
+            f"{args.data} has {counted(len(given), 'feature column')} but {args.model} was "
+            f"trained on {len(features)} ({_shown(features)}): {'; '.join(problems)}{hint}")
+    return features
 
 
 def _number(value):
     return f"{float(value):.8g}"
 
 
-def _write(args, names, rows, out):
-    """The predictions as CSV to --output, or to standard output."""
+def _write(args, header, columns, out):
+    """The predictions (a list of columns of cells) as CSV to --output, or to standard
+    output."""
     to_stdout = args.output in (None, "", "-")
     target = contextlib.nullcontext(sys.stdout) if to_stdout else \
         open(args.output, "w", newline="", encoding="utf-8")
     with target as stream:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows(rows)
+        writer.writerow(header)
+        writer.writerows(zip(*columns))
     if not to_stdout:
-        out(f"wrote {len(rows)} predictions to {args.output}")
+        out(f"wrote {len(columns[0])} predictions to {args.output}")
     return 0
 
 
@@ -446,6 +478,9 @@ def _argument_type(check, convert, expected):
 positive_int = _argument_type(check_positive_int, int, "a positive integer")
 positive_float = _argument_type(check_positive_number, float, "a positive number")
 fraction = _argument_type(check_fraction, float, "a fraction in [0, 1)")
+non_negative_float = _argument_type(
+    lambda name, value: check_fraction(name, value, high=float("inf")), float,
+    "a number >= 0")
 
 
 def layer_sizes(text):

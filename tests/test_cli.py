@@ -266,20 +266,40 @@ TRAIN_ERRORS = [
     ("ragged row", "a,y\n1,0\n2\n", ["--target", "y"], "line 3: 1 cells, but the header has 2"),
     ("repeated name", "a,a,y\n1,2,0\n", ["--target", "y"], "repeats the column name(s) 'a'"),
     ("missing target", "a,b\n1,2\n", ["--target", "y"],
-     "has no column 'y'. It has 2 columns: 'a', 'b'"),
+     "has no column 'y' (--target). It has 2 columns: 'a', 'b'"),
     ("empty cell", "a,y\n1,0\n,1\n", ["--target", "y"],
-     "line 3, column 'a': the cell is empty"),
+     "data.csv has missing values in 1 row: line 3, column 'a' (empty). nnback does not "
+     "fill in missing values: drop those rows (--drop-missing) or fill them in first (e.g. "
+     "with scikit-learn's SimpleImputer)"),
+    ("missing markers", "a,b,y\n1,NA,0\n?,2,1\nNaN,n/a,1\n1,2,NULL\n4,None,1\n",
+     ["--target", "y"],
+     "data.csv has missing values in 5 rows: line 2, column 'b' ('NA'); line 3, column 'a' "
+     "('?'); line 4, column 'a' ('NaN'); line 4, column 'b' ('n/a'); ... (2 more rows). "
+     "nnback does not fill in missing values"),
+    ("everything missing", "a,y\n,0\nNA,1\n", ["--target", "y", "--drop-missing"],
+     "data.csv: every one of its 2 rows has a missing value, so --drop-missing leaves "
+     "nothing"),
     ("infinite cell", "a,y\n1,0\ninf,1\n", ["--target", "y"],
      "line 3, column 'a': 'inf' is not a finite number"),
     ("empty target", "a,y\n1,0\n2,\n", ["--target", "y"],
-     "line 3, column 'y': the cell is empty"),
+     "line 3, column 'y' (empty)"),
+    ("NA target", "a,y\n1,cat\n2,NA\n3,dog\n", ["--target", "y"],
+     "line 3, column 'y' ('NA')"),
     ("text to regress", "a,y\n1,low\n2,high\n", ["--target", "y", "--task", "regress"],
      "'low' is not a number; a regression target must hold numbers"),
     ("one class", "a,y\n1,0\n2,0\n", ["--target", "y"], "holds one class only ('0')"),
     ("target as feature", "a,y\n1,0\n2,1\n", ["--target", "y", "--features", "a,y"],
      "the target column 'y' is also listed in --features"),
     ("unknown feature", "a,y\n1,0\n2,1\n", ["--target", "y", "--features", "a,c"],
-     "has no column 'c'"),
+     "has no column 'c' (--features)"),
+    ("unknown id column", "a,y\n1,0\n2,1\n", ["--target", "y", "--id-column", "name"],
+     "has no column 'name' (--id-column)"),
+    ("id column as feature", "i,a,y\n1,1,0\n2,2,1\n",
+     ["--target", "y", "--id-column", "i", "--features", "i,a"],
+     "--id-column 'i' is also listed in --features"),
+    ("early stopping without a split", "a,y\n1,0\n2,1\n",
+     ["--target", "y", "--early-stopping", "--validation-split", "0"],
+     "--early-stopping needs a validation split"),
     ("no rows to validate", "a,y\n1,0\n2,1\n", ["--target", "y", "--validation-split", "0.1"],
      "leaves 2 of 2 rows for training and 0 for validation"),
     ("not UTF-8", b"a,y\n\xff,1\n", ["--target", "y"], "is not a UTF-8 text file"),
@@ -313,6 +333,10 @@ PREDICT_ERRORS = [
      "unknown 'colour'"),
     ("non-numeric cell", "weight,height,age\n1,2,old\n",
      "line 2, column 'age': 'old' is not a number"),
+    ("missing cell", "weight,height,age\n1,2,3\n1,NA,3\n",
+     "has missing values in 1 row: line 3, column 'height' ('NA'). nnback does not fill in"),
+    ("unknown column, id column not named", "name,weight,height,age\nrex,1,2,3\n",
+     "unknown 'name'; name an id column with --id-column"),
 ]
 
 
@@ -401,7 +425,7 @@ def test_an_unknown_column_names_the_closest_ones_not_all(tmp_path):
                                                      for index in range(6)])
     done = nnback_cli("train", data, "--target", "tagret", cwd=tmp_path, check=False)
     assert done.returncode == 1
-    assert "has no column 'tagret'; did you mean 'target'? It has 65 columns: 'pixel_0'" \
+    assert "has no column 'tagret' (--target); did you mean 'target'? It has 65 columns: 'pixel_0'" \
         in done.stderr
     assert "(57 more)" in done.stderr and "pixel_40" not in done.stderr
     upper = nnback_cli("train", data, "--target", "TARGET", cwd=tmp_path, check=False)
