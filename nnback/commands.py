@@ -138,7 +138,10 @@ def add_train_arguments(parser):
     parser.add_argument("--checkpoint", metavar="MODEL",
                         help="during training, keep the best model so far in this file "
                              "(lowest validation loss, or training loss without a split)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="one progress line per epoch (for logs) instead of a bar")
 
 
 EARLY_STOPPING_SPLIT = 0.1  # scikit-learn's validation_fraction
@@ -219,7 +222,8 @@ def train(args, out=print, tell=None):
     try:
         history = model.fit(*training, loss=loss, optimizer="adam", lr=args.lr,
                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            validation_data=validation, verbose=not args.quiet,
+                            validation_data=validation,
+                            verbose=0 if args.quiet else 2 if args.verbose else 1,
                             distributed=True, callbacks=callbacks)
     except TrainingInterrupted as stop:  # a first Ctrl-C: keep the completed epochs
         history, status = model.history, 130

@@ -22,7 +22,8 @@ from .training import (DeviceErrors, DivergenceError, History, Progress, Trainer
                        prediction_loss)
 from . import fileformat, threads, validation
 from .threads import ModelGuard
-from .validation import ShapeError, check_bool, check_positive_int, check_seed
+from .validation import (ShapeError, check_bool, check_positive_int, check_seed,
+                         check_verbose)
 
 __all__ = ["Sequential", "MLP", "History", "DivergenceError"]  # the last two: from training
 
@@ -275,8 +276,8 @@ class Sequential:
         between fits) or a name ("sgd", "adam") built with ``lr`` (default: 0.1 for SGD,
         1e-3 for Adam). batch_size: None for the whole set each step. shuffle: a new order
         each epoch, drawn from ``seed``. validation_data: (X_val, y_val) or (X_val, y_val,
-        w_val), evaluated after every epoch. verbose: a progress bar (tqdm when installed,
-        else a line per epoch). alpha: L2 penalty on the weights as in scikit-learn.
+        w_val), evaluated after every epoch. verbose: 1 (True) a progress bar (tqdm when
+        installed, else a line per epoch), 2 a line per epoch, 0 nothing (Keras's). alpha: L2 penalty on the weights as in scikit-learn.
         sample_weight: a weight >= 0 per row of X; each batch's loss is their weighted mean
         (scikit-learn's and Keras's sample_weight). distributed: True (or a DataParallel)
         for data-parallel training under ``mpiexec -n N`` (see nnback.distributed).
@@ -292,7 +293,7 @@ class Sequential:
         epochs = check_positive_int("epochs", epochs)
         if batch_size is not None:
             batch_size = check_positive_int("batch_size", batch_size)
-        shuffle, verbose = check_bool("shuffle", shuffle), check_bool("verbose", verbose)
+        shuffle, verbose = check_bool("shuffle", shuffle), check_verbose("verbose", verbose)
         seed = check_seed("seed", seed)
         alpha = validation.check_fraction("alpha", alpha, high=float("inf"))
         x, target, weights = self._prepared(loss, X, y, sample_weight)
@@ -381,7 +382,7 @@ def _replicated(model, distributed, x, target, loss, optimizer, seed, verbose, w
     parallel = data_parallel(distributed)
     seed = parallel.attach(model, x, target, loss, optimizer, seed)
     return (parallel.training(shared_errors=(DivergenceError,)), seed,
-            verbose and parallel.is_root)
+            verbose if parallel.is_root else 0)
 
 
 def _checked_layers(layers):

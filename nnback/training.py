@@ -432,15 +432,16 @@ class NoImprovement:
 
 
 class Progress:
-    """verbose=True: a tqdm bar over epochs when tqdm is installed, else one line per
-    epoch; verbose=False: nothing. Both go to standard error, so that standard output
-    keeps only results (``python -m nnback train ... > summary.txt``)."""
+    """verbose=1 (True): a tqdm bar over epochs when tqdm is installed, else one line per
+    epoch; verbose=2: one line per epoch (for logs); 0 (False): nothing. Both go to
+    standard error, so that standard output keeps only results
+    (``python -m nnback train ... > summary.txt``)."""
 
     def __init__(self, epochs, verbose):
         self.epochs = epochs
-        self.verbose = bool(verbose)
+        self.verbose = int(verbose)
         self.bar = None
-        if self.verbose:
+        if self.verbose == 1:
             try:
                 from tqdm.auto import tqdm
             except ImportError:

@@ -54,6 +54,16 @@ def check_bool(name, value):
     return bool(value)
 
 
+def check_verbose(name, value):
+    """Keras's values: 0 (or False) for nothing, 1 (or True) for a progress bar, 2 for one
+    line per epoch; returned as an int."""
+    if isinstance(value, (bool, numpy.bool_)) or (
+            isinstance(value, numbers.Integral) and value in (0, 1, 2)):
+        return int(value)
+    raise ValueError(f"{name} must be 0 (or False), 1 (or True: a progress bar) or 2 (a line "
+                     f"per epoch), got {value!r}")
+
+
 def check_seed(name, seed):
     """``seed`` for a host NumPy Generator: None, a non-negative integer, or a NumPy
     Generator / SeedSequence (used as it is)."""

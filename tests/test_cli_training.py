@@ -5,10 +5,13 @@ the predictions, and a validation split that does not lose a class of a sorted f
 Most cases run ``main()`` in-process (a Ctrl-C is sent by the optimizer at a chosen step,
 so the epoch it lands in is known); one sends a real SIGINT to a child process."""
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +215,68 @@ def test_the_validation_split_is_drawn_at_random_unless_no_shuffle(tmp_path, cap
     assert captured.err == ("warning: 1 class (eel) has no rows in the training part, so "
                             "the model cannot learn it; the file may be sorted by class: "
                             "leave out --no-shuffle\n")
+
+
+# -- docs/cli.md: the worked example runs -------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = re.compile(r"^<!-- runs(?:: exits (?P<status>\d+))? -->$")
+# output lines that depend on the machine or on the last bits of the arithmetic
+MACHINE_DEPENDENT = ("network:", "stopped early", "after ", "saved ")
+
+
+def cli_examples(page=ROOT / "docs" / "cli.md"):
+    """[(line, commands, exit status, shown output lines)] for each ```bash block after a
+    ``<!-- runs -->`` marker, with the ```text block that follows it (what it prints)."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    examples = []
+    for index, line in enumerate(lines):
+        marker = RUNS.match(line.strip())
+        if not marker:
+            continue
+        assert lines[index + 1] == "```bash", f"cli.md:{index + 1}: a runs marker before " \
+                                              "something else than a ```bash block"
+        end = lines.index("```", index + 2)
+        shown = []
+        if lines[end + 2:end + 3] == ["```text"]:
+            shown = lines[end + 3:lines.index("```", end + 3)]
+        examples.append((index + 3, "\n".join(lines[index + 2:end]),
+                         int(marker["status"] or 0), shown))
+    return examples
+
+
+def test_the_worked_example_of_the_cli_page_runs(tmp_path):
+    examples = cli_examples()
+    assert len(examples) >= 4
+    for name in ("flowers.csv", "new-flowers.csv"):
+        shutil.copy(ROOT / "docs" / "examples" / name, tmp_path / name)
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "python").symlink_to(sys.executable)  # `python` is this interpreter
+    environment = cli_environment({"PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}"})
+    for line, commands, status, shown in examples:
+        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", commands], cwd=tmp_path,
+                              env=environment, capture_output=True, text=True, timeout=300)
+        printed = done.stdout + done.stderr
+        assert done.returncode == status, f"docs/cli.md:{line}: exit status " \
+                                          f"{done.returncode}, not {status}:\n{printed}"
+        for expected in shown:
+            if "..." not in expected and not expected.startswith(MACHINE_DEPENDENT):
+                assert expected in printed.splitlines(), \
+                    f"docs/cli.md:{line}: the page shows {expected!r}; the run printed:\n" \
+                    f"{printed}"
+    assert (tmp_path / "iris.nnb").is_file() and (tmp_path / "best.nnb").is_file()
+
+
+# -- item 6: -v/--verbose -----------------------------------------------------------------
+def test_verbose_prints_a_line_per_epoch_for_logs(pets, capsys):
+    assert main(["train", str(pets), "-t", "kind", "--epochs", "3", "-v",
+                 "--validation-split", "0.2"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(" - loss " in line and " - val_loss " in line for line in lines)
+    assert "epoch 1/3" not in captured.out
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(pets), "-t", "kind", "-q", "-v"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -123,3 +123,24 @@ def test_the_training_loop_is_in_one_place():
     assert loops == []
     for module in ("model", "estimators", "gradcheck", "bench"):
         assert "Trainer(" in (PACKAGE / f"{module}.py").read_text(encoding="utf-8"), module
+
+
+def documented_levels():
+    """{module: level} from the table of docs/layout.md ("| 5 | `training.py` | ...")."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "layout.md").read_text(encoding="utf-8")
+    levels = {}
+    for level, modules in re.findall(r"^\| (\d+) \| ([^|]+) \|", text, flags=re.MULTILINE):
+        for name in re.findall(r"`(\w+)\.py`", modules):
+            levels[name] = int(level)
+    return levels
+
+
+def test_the_layout_page_lists_every_module_above_what_it_imports():
+    graph, levels = import_graph(), documented_levels()
+    assert sorted(graph) == sorted(levels), "docs/layout.md's table and nnback/ differ"
+    for module, imported in graph.items():
+        for other in imported:
+            assert levels[other] < levels[module], \
+                f"{module} (level {levels[module]}) imports {other} (level {levels[other]})"

@@ -224,6 +224,16 @@ def test_verbose_shows_a_tqdm_bar_when_installed(capsys):
     assert "3/3" in capsys.readouterr().err
 
 
+def test_verbose_2_prints_a_line_per_epoch_even_with_tqdm(capsys):
+    pytest.importorskip("tqdm")  # Keras's verbose=2: lines for logs, never a bar
+    X, y = nb.datasets.xor()
+    nb.MLP([2, 2, 1], backend="numpy", seed=0).fit(X, y, epochs=3, verbose=2)
+    printed = capsys.readouterr()
+    assert [line.split(" - ")[0] for line in printed.err.splitlines()] == \
+        ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "3/3 [" not in printed.err and printed.out == ""
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"batch_size": -1}, "batch_size must be a positive integer"),

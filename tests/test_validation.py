@@ -212,7 +212,9 @@ BAD_FIT_ARGUMENTS = {
     "unknown optimizer": ({"optimizer": "rmsprop"}, ValueError,
                           r"unknown optimizer 'rmsprop'; valid names: sgd, adam"),
     "shuffle not bool": ({"shuffle": "yes"}, TypeError, r"shuffle must be True or False"),
-    "verbose not bool": ({"verbose": 2}, TypeError, r"verbose must be True or False, got 2"),
+    "verbose not 0, 1, 2": ({"verbose": 3}, ValueError,
+                           r"verbose must be 0 \(or False\), 1 \(or True: a progress bar\) "
+                           r"or 2 \(a line per epoch\), got 3"),
     "seed negative": ({"seed": -1}, ValueError, r"seed must be None or a non-negative integer"),
     "seed string": ({"seed": "abc"}, TypeError, r"seed must be None or a non-negative integer"),
     "alpha negative": ({"alpha": -1.0}, ValueError, r"alpha must be a number in \[0.0, inf\)"),
