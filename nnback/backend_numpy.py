@@ -12,7 +12,8 @@ import threading
 
 import numpy
 
-from .backend_base import Backend, ReusedBuffers, as_csr, host_array, is_host_sparse
+from .backend_base import (Backend, ReusedBuffers, all_finite, as_csr, host_array,
+                           is_host_sparse)
 
 
 class NumpyBackend(Backend):
@@ -216,7 +217,7 @@ class NumpyBackend(Backend):
 
     def zero_if_finite(self, array):
         # on the host the answer is at hand: no arithmetic with the values (no warnings)
-        return _ZERO if numpy.logical_and.reduce(numpy.isfinite(array), axis=None) else _NAN
+        return _ZERO if all_finite(array) else _NAN
 
     def tanh(self, x, out=None):
         if out is None or x.dtype is not out.dtype:

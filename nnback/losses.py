@@ -238,14 +238,21 @@ LOSSES = {
 }
 
 
+_NAMED = {}  # name as given -> its Loss: the built-in losses keep no state, so one serves
+
+
 def get_loss(loss):
     """A Loss from an instance, a class or a name ("mse", "sse", "bce", "crossentropy")."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, type) and issubclass(loss, Loss):
         return loss()
-    if isinstance(loss, str) and loss.strip().lower() in LOSSES:
-        return LOSSES[loss.strip().lower()]()
+    if isinstance(loss, str):
+        named = _NAMED.get(loss)
+        if named is None and loss.strip().lower() in LOSSES:
+            named = _NAMED.setdefault(loss, LOSSES[loss.strip().lower()]())
+        if named is not None:
+            return named
     raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
 
 

@@ -69,6 +69,7 @@ class Sequential:
         anew, not copied, when a model is copied or unpickled)."""
         self._guard = ModelGuard()
         self._per_thread = threading.local()
+        self._stepper = None  # train_step's Trainer
         # a layer without its own infer (a custom one) keeps state in its forward: then
         # predictions take turns
         self._serial_predictions = threading.Lock() if any(
@@ -78,7 +79,7 @@ class Sequential:
         """A copy or pickle holds the layers, arrays and backend (by name); not the guard,
         the threads' buffers or the module ``xp``, which are made anew."""
         state = dict(self.__dict__)
-        for name in ("_guard", "_per_thread", "_serial_predictions", "xp", "_flat"):
+        for name in ("_guard", "_per_thread", "_serial_predictions", "xp", "_flat", "_stepper"):
             state.pop(name, None)
         return state
 
@@ -102,8 +103,7 @@ class Sequential:
 
     @property
     def layer_sizes(self):
-        dense = self.dense_layers
-        return [dense[0].n_in] + [layer.n_out for layer in dense]
+        return [self.n_features_in] + [layer.n_out for layer in self.dense_layers]
 
     def __repr__(self):
         inner = ", ".join(map(repr, self.layers))
@@ -260,9 +260,12 @@ class Sequential:
         x, _ = validation.prepare_input(self.backend, X, self.n_features_in, self.dtype)
         target = loss.prepare_target(self.backend, y, (x.shape[0], self.n_outputs), self.dtype)
         self._last_forward = None  # the layers' saved inputs are about to be replaced
+        trainer = self._stepper  # kept between calls with the same loss, optimizer, alpha
+        if trainer is None or (trainer.loss, trainer.optimizer, trainer.alpha) != (
+                loss, optimizer, alpha):
+            trainer = self._stepper = Trainer(self, loss, optimizer, alpha)
         with DeviceErrors(self, x.shape[0]):
-            return self.backend.scalars_to_host(Trainer(self, loss, optimizer, alpha).step(
-                x, target))[0]
+            return self.backend.scalars_to_host(trainer.step(x, target))[0]
 
     @_training("fit")
     def fit(self, X, y, loss="mse", optimizer="sgd", lr=None, epochs=100, batch_size=None,

@@ -354,20 +354,20 @@ class Trainer:
         progress = progress or Progress(epochs, False)
         completed = 0
         try:
-            with DeferredInterrupt() as interrupted, progress:
+            with DeferredInterrupt() as interrupted, progress, \
+                    DeviceErrors(self.model, batch_size):
                 for epoch in range(1, epochs + 1):
                     try:
-                        with DeviceErrors(self.model, batch_size):
-                            loss, weights_finite, val_loss = self._one_epoch(
-                                x, target, batch_size, order, interrupted, sample_weight,
-                                validation)
+                        loss, weights_finite, val_loss = self._one_epoch(
+                            x, target, batch_size, order, interrupted, sample_weight,
+                            validation)
                     except BaseException as error:  # an error, or a second Ctrl-C mid-step
                         if not isinstance(error, TrainingInterrupted):
                             checkpoint.restore()  # a first Ctrl-C keeps the last step
                         raise
                     # the loss is taken before each update: the epoch's last update can
                     # still make the weights infinite while the loss looks fine
-                    loss_finite = loss == loss and abs(loss) != float("inf")
+                    loss_finite = math.isfinite(loss)
                     if not (loss_finite and weights_finite):
                         checkpoint.restore()
                         raise self._divergence(epoch, loss, loss_finite)

@@ -5,12 +5,13 @@ fails leaves the model as it was.
 Host-side checks work on NumPy copies of what the user passed (labels are checked here,
 before they reach a GPU, where an out-of-range index silently reads another element).
 """
+import math
 import numbers
 import os
 
 import numpy
 
-from .backend import backend_of, is_array_object, is_host_sparse
+from .backend import all_finite, backend_of, is_array_object, is_host_sparse
 
 
 class ShapeError(ValueError):
@@ -189,7 +190,7 @@ def _ready_floats(host, dtype):
     pass; anything else takes the full checks, which name the problem)."""
     return host.dtype.kind == "f" and host.size and \
         host.dtype.itemsize <= (_ITEMSIZE.get(dtype) or numpy.dtype(dtype).itemsize) and \
-        numpy.logical_and.reduce(numpy.isfinite(host), axis=None)
+        all_finite(host)
 
 
 def check_fits(host, dtype, name):
@@ -226,6 +227,9 @@ def prepare_input(backend, X, n_features, dtype, name="X", check_values=True):
     feature also takes (n_samples,). A device array is checked where it lives; with
     ``check_values=False`` only its shape and dtype are (no device sync). A NumPy array
     is checked on the host (no copy where it already has ``dtype``)."""
+    if type(X) is numpy.ndarray and X.ndim == 2 and X.shape[1] == n_features and \
+            _ready_floats(X, dtype):  # the common case, quickly: the checks below agree
+        return backend.asarray(X, dtype), False
     if backend.is_sparse(X) or is_host_sparse(X):
         return _prepare_sparse(backend, X, n_features, dtype, name, check_values), False
     if backend.is_array(X) and not isinstance(X, numpy.ndarray):
@@ -308,6 +312,9 @@ def prepare_target(backend, target, pred_shape, dtype, loss, name="y"):
     n_outputs is 1; integer class labels (n_samples,) for a loss of target_kind "classes"
     (turned into one-hot rows). Anything else is a ShapeError naming both shapes: a (3, 1)
     target never broadcasts against a (4, 1) prediction."""
+    if type(target) is numpy.ndarray and target.shape == pred_shape and \
+            getattr(loss, "target_kind", "values") == "values" and _ready_floats(target, dtype):
+        return backend.asarray(target, dtype)  # the common case, quickly
     host, device = to_host(backend, target, name)
     if not _ready_floats(host, dtype):
         host = check_fits(check_numeric(host, name, allow_bool=True), dtype, name)

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 
@@ -160,6 +162,24 @@ def test_optimizer_instance_keeps_its_state_across_fits(backend):
     assert optimizer.iterations == 5
     with pytest.raises(ValueError, match="lr is for an optimizer given by name"):
         model.fit(X, y, optimizer=optimizer, lr=0.1)
+
+
+def test_train_step_follows_the_optimizer_loss_and_alpha_of_each_call():
+    X, y = nb.datasets.xor()
+    model, reference = (nb.MLP([2, 3, 1], dtype="float64", seed=0) for _ in range(2))
+    slow, fast = nb.SGD(lr=0.1), nb.SGD(lr=0.5)
+    calls = [(slow, "mse", 0.0), (fast, "mse", 0.0), (fast, "sse", 0.0), (fast, "sse", 0.1),
+             (slow, "mse", 0.0)]
+    for optimizer, loss, alpha in calls:
+        model.train_step(X, y, loss, optimizer, alpha=alpha)
+    for optimizer, loss, alpha in calls:  # a fresh model, each step by hand
+        trainer = nb.training.Trainer(reference, nb.losses.get_loss(loss), optimizer, alpha)
+        trainer.step(reference.backend.asarray(X), reference.backend.asarray(y))
+    for got, expected in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    copied = copy.deepcopy(model)  # a copy trains its own arrays, not the original's
+    copied.train_step(X, y, "mse", slow)
+    assert not np.array_equal(copied.get_weights()[0], model.get_weights()[0])
 
 
 def test_train_step_returns_the_loss_before_the_update(backend):

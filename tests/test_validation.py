@@ -470,3 +470,44 @@ def test_check_fits_accepts_values_inside_float32_range():
     assert validation.check_fits(inside, "float32", "X") is inside
     with pytest.raises(ValueError, match="X holds -4e\\+38 at index \\(1,\\)"):
         validation.check_fits(np.array([1.0, -4e38]), "float32", "X")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("size", [1, 8, 4096, 4097])
+def test_all_finite_finds_every_nan_and_infinity_and_passes_extreme_finite_values(dtype,
+                                                                                 size):
+    from nnback.backend import all_finite
+
+    values = np.random.default_rng(0).uniform(-1, 1, size).astype(dtype)
+    assert all_finite(values) and all_finite(values.reshape(-1, 1)[::-1])
+    for bad in (np.nan, np.inf, -np.inf):
+        for index in {0, size // 2, size - 1}:
+            broken = values.copy()
+            broken[index] = bad
+            assert not all_finite(broken), (bad, index)
+    info = np.finfo(dtype)
+    # the largest values cannot overflow the dot product; the smallest do not vanish wrongly
+    for extreme in (info.max, -info.max, info.smallest_subnormal):
+        assert all_finite(np.full(size, extreme, dtype=dtype)), extreme
+
+
+def test_all_finite_under_strict_floating_point_settings():
+    from nnback.backend import all_finite
+
+    with np.errstate(all="raise"):  # an underflow in the dot product falls back, quietly
+        assert all_finite(np.full(8, 1e-310))
+        assert not all_finite(np.array([1.0, np.inf, -np.inf]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # +inf and -inf make the dot product warn
+        assert not all_finite(np.array([np.inf, 2.0, -np.inf]))
+
+
+def test_a_named_loss_is_one_shared_instance_and_the_name_is_still_checked():
+    from nnback.losses import get_loss
+
+    assert get_loss("mse") is get_loss("mse") and isinstance(get_loss(" MSE "), nb.MSE)
+    assert get_loss(nb.MSE) is not get_loss(nb.MSE)  # a class gives a new instance
+    with pytest.raises(ValueError, match="unknown loss 'msee'; valid names: mse, sse"):
+        get_loss("msee")
