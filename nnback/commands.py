@@ -173,33 +173,16 @@ def train(args, out=print, tell=None):
     table = read_csv(args.data)
     features = _train_columns(table, args)
     _missing_values(table, [args.target] + features, args, out)
-    target_cells = table.column(args.target)
     X = table.numbers(features, hint="; feature columns must hold numbers (choose them with "
                                      "--features)")
-    task = choose_task(args.task, target_cells)
-    x_mean, x_scale = _scaling(X)
-    metadata = {"task": task, "columns": table.columns, "features": features,
-                "target": args.target, "x_mean": x_mean.tolist(), "x_scale": x_scale.tolist()}
-    if task == "classify":
-        classes, y = class_labels(target_cells)
-        if len(classes) < 2:
-            raise CommandError(f"the target column {args.target!r} holds one class only "
-                               f"({classes[0]!r}); classification needs at least two")
-        metadata["classes"] = classes
-        n_outputs, output, loss = len(classes), "softmax", "crossentropy"
-        described = f"classify {args.target!r} ({len(classes)} classes: {_shown(classes)})"
-    else:
-        y = table.numbers([args.target], hint="; a regression target must hold numbers "
-                                              "(--task classify for class labels)")
-        y_mean, y_scale = _scaling(y)
-        metadata.update(y_mean=float(y_mean[0]), y_scale=float(y_scale[0]))
-        y = (y - y_mean) / y_scale
-        n_outputs, output, loss = 1, "identity", "mse"
-        described = f"regress {args.target!r} (numbers)"
-    X_scaled = (X - x_mean) / x_scale
     training_rows, validation_rows = _split(len(X), args)
-    if task == "classify":
-        _warn_missing_classes(classes, y[training_rows], args, tell)
+    x_mean, x_scale = _scaling(X[training_rows])  # the training rows' statistics only
+    metadata = {"columns": table.columns, "features": features, "target": args.target,
+                "x_mean": x_mean.tolist(), "x_scale": x_scale.tolist()}
+    y, output, loss, described = _targets(table, args, training_rows, metadata)
+    if metadata["task"] == "classify":
+        _warn_missing_classes(metadata["classes"], y[training_rows], args, tell)
+    n_outputs = len(metadata["classes"]) if metadata["task"] == "classify" else 1
     model = MLP([len(features), *args.layers, n_outputs], activation=args.activation,
                 output=output, backend=args.backend, dtype=args.dtype, seed=args.seed)
     out(f"task: {described}; use --task to change it")
@@ -209,16 +192,53 @@ def train(args, out=print, tell=None):
         + f"; {len(features)} feature columns ({_shown(features)})")
     out(f"network: {'-'.join(map(str, model.layer_sizes))} ({args.activation}, {output}) on "
         f"{model.backend.name} ({model.backend.device_name()}), {args.dtype}")
+    X_scaled = (X - x_mean) / x_scale
     training = (X_scaled[training_rows], y[training_rows])
     validation = (X_scaled[validation_rows], y[validation_rows]) \
         if len(validation_rows) else None
+    history, kept, status = _fit(model, loss, training, validation, args, metadata,
+                                 root, out, tell)
+    out(_summary(model, history, kept, training, validation, metadata))
+    if args.save and root:
+        _save(model, args.save, metadata)
+        out(f"saved {args.save}" + (f", the weights of epoch {kept}" if kept != len(history)
+                                    else "") + f" (python -m nnback predict {args.save} "
+                                               "DATA.csv)")
+    return status
+
+
+def _targets(table, args, training_rows, metadata):
+    """(y, output activation, loss, description of the task) for the target column, and
+    in ``metadata`` the task, the classes or the target's scaling (from the training
+    rows): class indices (n_rows,) for classification, the standardised target
+    (n_rows, 1) for regression."""
+    cells = table.column(args.target)
+    task = metadata["task"] = choose_task(args.task, cells)
+    if task == "classify":
+        classes, y = class_labels(cells)
+        if len(classes) < 2:
+            raise CommandError(f"the target column {args.target!r} holds one class only "
+                               f"({classes[0]!r}); classification needs at least two")
+        metadata["classes"] = classes
+        return y, "softmax", "crossentropy", (f"classify {args.target!r} ({len(classes)} "
+                                             f"classes: {_shown(classes)})")
+    y = table.numbers([args.target], hint="; a regression target must hold numbers "
+                                          "(--task classify for class labels)")
+    y_mean, y_scale = _scaling(y[training_rows])
+    metadata.update(y_mean=float(y_mean[0]), y_scale=float(y_scale[0]))
+    return (y - y_mean) / y_scale, "identity", "mse", f"regress {args.target!r} (numbers)"
+
+
+def _fit(model, loss, training, validation, args, metadata, root, out, tell):
+    """Train with Adam; returns (history, the epoch whose weights the model holds, exit
+    status). A first Ctrl-C keeps the last complete epoch (or, with --early-stopping, the
+    best so far) and gives status 130; a second one quits (KeyboardInterrupt)."""
     last = _LastEpoch()
     stopper = EarlyStopping("val_loss", args.n_iter_no_change, args.tol) \
         if args.early_stopping else None
     callbacks = [last] + ([stopper] if stopper else []) + (
         [ModelCheckpoint(args.checkpoint, extra={"csv": metadata})]
         if args.checkpoint and root else [])
-    status = 0
     try:
         history = model.fit(*training, loss=loss, optimizer="adam", lr=args.lr,
                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -226,7 +246,6 @@ def train(args, out=print, tell=None):
                             verbose=0 if args.quiet else 2 if args.verbose else 1,
                             distributed=True, callbacks=callbacks)
     except TrainingInterrupted as stop:  # a first Ctrl-C: keep the completed epochs
-        history, status = model.history, 130
         if not stop.epochs_completed:
             raise
         kept = stopper.restore_best() if stopper else stop.epochs_completed
@@ -237,19 +256,12 @@ def train(args, out=print, tell=None):
              + (f"saving the model as it was after {which} (Ctrl-C again quits without "
                 "saving)" if args.save else f"the model as it was after {which} is not "
                                             "saved (no --save)"))
-    else:
-        kept = stopper.best_epoch if stopper else len(history)
-        if stopper and stopper.stopped_epoch:
-            out(f"stopped early after epoch {stopper.stopped_epoch}: the validation loss did "
-                f"not improve by more than {args.tol:g} for more than "
-                f"{counted(args.n_iter_no_change, 'epoch')}")
-    out(_summary(model, history, kept, training, validation, metadata))
-    if args.save and root:
-        _save(model, args.save, metadata)
-        out(f"saved {args.save}" + (f", the weights of epoch {kept}" if kept != len(history)
-                                    else "") + f" (python -m nnback predict {args.save} "
-                                               "DATA.csv)")
-    return status
+        return model.history, kept, 130
+    if stopper and stopper.stopped_epoch:
+        out(f"stopped early after epoch {stopper.stopped_epoch}: the validation loss did not "
+            f"improve by more than {args.tol:g} for more than "
+            f"{counted(args.n_iter_no_change, 'epoch')}")
+    return history, (stopper.best_epoch if stopper else len(history)), 0
 
 
 def _train_columns(table, args):
