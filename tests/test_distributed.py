@@ -234,6 +234,18 @@ def test_cli_train_under_mpiexec_prints_and_saves_once(tmp_path):
     assert returncode == 0, output
     assert output.count("saved ") == 1 and output.count("task: ") == 1, output
     assert nb.load(saved, backend="numpy").layer_sizes == [3, 8, 2]
+    # early stopping decides alike on every rank (same validation rows, same weights);
+    # only rank 0 writes the checkpoint
+    best = tmp_path / "best.nnb"
+    returncode, output, _ = run_mpi(
+        [str(data), "--target", "label", "--layers", "8", "--epochs", "400", "--lr", "0.05",
+         "--quiet", "--early-stopping", "--n-iter-no-change", "3", "--checkpoint", str(best),
+         "--save", str(saved)], RUN_LIMIT_S, program=[sys.executable, "-m", "nnback", "train"])
+    assert returncode == 0, output
+    assert output.count("stopped early after epoch ") == 1, output
+    assert output.count("saved ") == 1, output
+    for got, expected in zip(nb.load(saved).get_weights(), nb.load(best).get_weights()):
+        numpy.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.gpu
