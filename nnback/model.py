@@ -279,11 +279,11 @@ class Sequential:
         between fits) or a name ("sgd", "adam") built with ``lr`` (default: 0.1 for SGD,
         1e-3 for Adam). batch_size: None for the whole set each step. shuffle: a new order
         each epoch, drawn from ``seed``. validation_data: (X_val, y_val) or (X_val, y_val,
-        w_val), evaluated after every epoch. verbose: 1 (True) a progress bar (tqdm when
-        installed, else a line per epoch), 2 a line per epoch, 0 nothing (Keras's). alpha: L2 penalty on the weights as in scikit-learn.
-        sample_weight: a weight >= 0 per row of X; each batch's loss is their weighted mean
-        (scikit-learn's and Keras's sample_weight). distributed: True (or a DataParallel)
-        for data-parallel training under ``mpiexec -n N`` (see nnback.distributed).
+        w_val), evaluated after every epoch. verbose: 1 (True) a progress bar (tqdm, else a
+        line per epoch), 2 a line per epoch, 0 nothing. alpha: L2 penalty on the weights as
+        in scikit-learn. sample_weight: a weight >= 0 per row of X; each batch's loss is
+        their weighted mean (as scikit-learn's and Keras's). distributed: True (or a
+        DataParallel) for data-parallel training under ``mpiexec -n N`` (nnback.distributed).
         callbacks: a list of nnback.callbacks objects (EarlyStopping, ModelCheckpoint, ...).
 
         X and y move to the device once; mini-batches are cut on the device, and the loss
