@@ -252,7 +252,10 @@ def _fit(model, loss, training, validation, args, metadata, root, out, tell):
         if not stopper:
             last.weights.restore()
         which = f"{'the best epoch so far, ' if stopper else ''}epoch {kept}"
-        tell(f"interrupted in epoch {stop.epochs_completed + 1} of {args.epochs}: "
+        done = stop.epochs_completed
+        during = f"after epoch {done}" if done == args.epochs or (
+            stopper and stopper.stopped_epoch) else f"in epoch {done + 1}"  # or after the last
+        tell(f"interrupted {during} of {args.epochs}: "
              + (f"saving the model as it was after {which} (Ctrl-C again quits without "
                 "saving)" if args.save else f"the model as it was after {which} is not "
                                             "saved (no --save)"))
@@ -270,6 +273,9 @@ def _train_columns(table, args):
     table.check_column(args.target, "--target")
     if args.id_column is not None:
         table.check_column(args.id_column, "--id-column")
+        if args.id_column == args.target:
+            raise CommandError(f"--id-column {args.id_column!r} is the --target column; the "
+                               "id column names the rows and is neither target nor feature")
     features = args.features or [name for name in table.columns
                                  if name not in (args.target, args.id_column)]
     for name, flag in ((args.target, "the target column"), (args.id_column, "--id-column")):

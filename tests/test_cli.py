@@ -213,6 +213,12 @@ def test_predict_with_a_model_saved_from_python_uses_every_column(tmp_path):
     data = write_csv(tmp_path / "x.csv", ["first", "second"], [[1, 2], [3, 4]])
     rows = read_csv_rows(nnback_cli("predict", "plain.nnb", data, cwd=tmp_path).stdout)
     assert rows == [["output"], ["21.5"], ["43.5"]]
+    named = write_csv(tmp_path / "named.csv", ["first", "name", "second"],
+                      [[1, "a", 2], ["NA", "b", 0], [3, "c", 4]])
+    done = nnback_cli("predict", "plain.nnb", named, "--id-column", "name", "--drop-missing",
+                      cwd=tmp_path)
+    assert read_csv_rows(done.stdout) == [["name", "output"], ["a", "21.5"], ["c", "43.5"]]
+    assert done.stderr == "missing values: skipped 1 row (line 3)\n"
 
 
 def test_progress_bar_with_tqdm_and_epoch_lines_without(pets, tmp_path):
@@ -294,6 +300,8 @@ TRAIN_ERRORS = [
      "has no column 'c' (--features)"),
     ("unknown id column", "a,y\n1,0\n2,1\n", ["--target", "y", "--id-column", "name"],
      "has no column 'name' (--id-column)"),
+    ("id column as target", "i,a,y\n1,1,0\n2,2,1\n", ["--target", "y", "--id-column", "y"],
+     "--id-column 'y' is the --target column"),
     ("id column as feature", "i,a,y\n1,1,0\n2,2,1\n",
      ["--target", "y", "--id-column", "i", "--features", "i,a"],
      "--id-column 'i' is also listed in --features"),
