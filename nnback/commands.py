@@ -22,7 +22,7 @@ import sys
 import numpy
 
 from . import distributed
-from .backend import VALID_DTYPES
+from .backend import VALID_DTYPES, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .csvtable import CommandError, counted, names, read_csv  # noqa: F401 (CommandError)
 from .io import load, save
@@ -170,6 +170,7 @@ def train(args, out=print, tell=None):
             check_writable(path, flag)
     if args.backend == "cupy" and distributed.launched():
         distributed.select_gpu()  # this rank's GPU, before the backend's first use
+    backend = get_backend(args.backend)  # a missing CuPy is said before the data is read
     table = read_csv(args.data)
     features = _train_columns(table, args)
     _missing_values(table, [args.target] + features, args, out)
@@ -184,7 +185,7 @@ def train(args, out=print, tell=None):
         _warn_missing_classes(metadata["classes"], y[training_rows], args, tell)
     n_outputs = len(metadata["classes"]) if metadata["task"] == "classify" else 1
     model = MLP([len(features), *args.layers, n_outputs], activation=args.activation,
-                output=output, backend=args.backend, dtype=args.dtype, seed=args.seed)
+                output=output, backend=backend, dtype=args.dtype, seed=args.seed)
     out(f"task: {described}; use --task to change it")
     out(f"data: {len(training_rows)} rows for training"
         + (f", {len(validation_rows)} for validation ({_split_kind(args)})"

@@ -393,6 +393,9 @@ def test_cupy_backend_without_cupy_is_one_line(pets, capsys, no_cupy):
     # issue 16, item 11: the command line's words, and both install commands
     assert "pip install 'nnback[cuda12]' (from a checkout: '.[cuda12]')" in err
     assert "backend='" not in err
+    # said before the data is read: not after reading (or failing on) the file
+    assert main(["train", "no-such.csv", "--target", "kind", "--backend", "cupy"]) == 1
+    assert "the cupy backend needs CuPy" in capsys.readouterr().err
 
 
 def test_python_advice_is_reworded_for_the_command_line():
