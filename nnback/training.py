@@ -391,8 +391,8 @@ class Trainer:
         loss, weights_finite = self._epoch_result(total, x.shape[0])
         val_loss = None if validation is None else float(self.backend.to_numpy(
             prediction_loss(self.model, validation[0], validation[1], self.loss,
-                            *validation[2:])))
-        return loss, weights_finite, val_loss
+                            *validation[2:]))) + 0.0
+        return loss + 0.0, weights_finite, val_loss  # + 0.0: a loss of -0.0 shows as 0
 
     def _divergence(self, epoch, loss, loss_finite):
         what = "the weights became NaN or infinite" if loss_finite \

@@ -201,3 +201,20 @@ def test_an_unpickled_estimator_continues_training_as_the_original():
     assert travelled.loss_ == pytest.approx(original.loss_, rel=1e-6)
     for ours, theirs in zip(travelled.coefs_, original.coefs_):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+class NegativeZeroLoss(nb.MSE):
+    """A loss of exactly -0.0, as a cross-entropy on perfectly predicted rows gives it."""
+
+    def value(self, xp, pred, target, weights=None):
+        return -xp.sum(pred * 0.0)
+
+
+def test_a_loss_of_minus_zero_is_recorded_as_zero():
+    import math
+
+    X, y = nb.datasets.xor()
+    history = nb.MLP([2, 3, 1], seed=0).fit(X, y, loss=NegativeZeroLoss(), epochs=2,
+                                            validation_data=(X, y))
+    assert [math.copysign(1.0, value) for value in history.loss + history.val_loss] == \
+        [1.0] * 4  # "loss 0", not "loss -0", in the progress lines and the CLI summary
