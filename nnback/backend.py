@@ -21,8 +21,8 @@ import numpy
 
 from .backend_base import (VALID_DTYPES, Backend, BackendUnavailableError,  # noqa: F401
                            Buffers, DeviceOutOfMemoryError, ReusedBuffers, all_finite,
-                           check_dtype,
-                           compat_namespace, host_array, is_array_object, is_host_sparse)
+                           check_dtype, compat_namespace, host_array, is_array_object,
+                           is_host_sparse)
 from .backend_cupy import CupyBackend
 from .backend_numpy import NumpyBackend
 

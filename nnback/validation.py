@@ -5,7 +5,6 @@ fails leaves the model as it was.
 Host-side checks work on NumPy copies of what the user passed (labels are checked here,
 before they reach a GPU, where an out-of-range index silently reads another element).
 """
-import math
 import numbers
 import os
 

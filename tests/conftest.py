@@ -11,11 +11,13 @@
 - torch: the generic path over PyTorch tensors (array-api-compat's namespace) where torch
   is installed: a second real array library holding the generic formulas.
 """
+import csv
 import importlib
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nnback as nb
@@ -205,3 +207,34 @@ def assert_close(actual, expected, rtol, atol=0.0, what="values"):
 
     numpy.testing.assert_allclose(numpy.asarray(actual), numpy.asarray(expected), rtol=rtol,
                                   atol=atol, err_msg=what)
+
+
+# -- CSV files for the command line tests (test_cli.py, test_cli_training.py) -----------
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def pets(tmp_path):
+    """Two well separated classes with text labels: 3 numeric features and a 'kind'."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(60):
+        kind = "cat" if index % 2 else "dog"
+        centre = np.array([1.0, -1.0, 2.0]) * (1 if kind == "cat" else -1)
+        rows.append([*(centre + 0.3 * rng.standard_normal(3)).round(4), kind])
+    return write_csv(tmp_path / "pets.csv", ["weight", "height", "age", "kind"], rows)
+
+
+@pytest.fixture
+def prices(tmp_path):
+    """A linear regression target, price = 30·a − 20·b + 100 plus a little noise."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, size=(80, 2))
+    price = 30 * X[:, 0] - 20 * X[:, 1] + 100 + rng.normal(0, 0.5, size=80)
+    return write_csv(tmp_path / "prices.csv", ["a", "b", "price"],
+                     [[*x.round(5), round(p, 4)] for x, p in zip(X, price)])

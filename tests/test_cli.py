@@ -13,6 +13,7 @@ import pytest
 
 import nnback as nb
 from nnback.__main__ import COMMANDS, main
+from conftest import write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,38 +38,8 @@ def nnback_cli(*args, cwd, env=None, check=True):
     return result
 
 
-def write_csv(path, header, rows):
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def read_csv_rows(text):
     return list(csv.reader(text.splitlines()))
-
-
-@pytest.fixture
-def pets(tmp_path):
-    """Two well separated classes with text labels: 3 numeric features and a 'kind'."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for index in range(60):
-        kind = "cat" if index % 2 else "dog"
-        centre = np.array([1.0, -1.0, 2.0]) * (1 if kind == "cat" else -1)
-        rows.append([*(centre + 0.3 * rng.standard_normal(3)).round(4), kind])
-    return write_csv(tmp_path / "pets.csv", ["weight", "height", "age", "kind"], rows)
-
-
-@pytest.fixture
-def prices(tmp_path):
-    """A linear regression target, price = 30·a − 20·b + 100 plus a little noise."""
-    rng = np.random.default_rng(1)
-    X = rng.uniform(-1, 1, size=(80, 2))
-    price = 30 * X[:, 0] - 20 * X[:, 1] + 100 + rng.normal(0, 0.5, size=80)
-    return write_csv(tmp_path / "prices.csv", ["a", "b", "price"],
-                     [[*x.round(5), round(p, 4)] for x, p in zip(X, price)])
 
 
 # -- help and arguments ---------------------------------------------------------------------

@@ -18,8 +18,8 @@ import pytest
 
 import nnback as nb
 from nnback.__main__ import main
-from test_cli import (cli_environment, pets, prices, read_csv_rows,  # noqa: F401
-                      write_csv)
+from conftest import write_csv
+from test_cli import cli_environment, read_csv_rows
 
 
 def interrupt_at(monkeypatch, step, signals=1):
