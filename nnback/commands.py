@@ -11,7 +11,9 @@ the scaling of inputs and targets) is saved inside the model file, in the ``extr
 metadata of nnback.io under the key "csv".
 
 Problems with the user's files, columns or settings raise CommandError, whose message
-``python -m nnback`` prints on one line before it exits with status 1.
+``python -m nnback`` prints on one line before it exits with status 1. Reading the files,
+missing values included, is nnback.csvtable's; a long run's early stopping, checkpoints and
+Ctrl-C are the callbacks of nnback.callbacks and TrainingInterrupted.
 """
 import argparse
 import contextlib
@@ -24,7 +26,7 @@ import numpy
 from . import distributed
 from .backend import VALID_DTYPES, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
-from .csvtable import CommandError, counted, names, read_csv  # noqa: F401 (CommandError)
+from .csvtable import CommandError, counted, names, read_csv
 from .io import load, save
 from .model import MLP
 from .training import Checkpoint, TrainingInterrupted
