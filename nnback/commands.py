@@ -86,6 +86,10 @@ def _scaling(values):
 
 
 # -- train ----------------------------------------------------------------------------------
+EARLY_STOPPING_SPLIT = 0.1  # scikit-learn's validation_fraction
+EARLY_STOPPING = {"n_iter_no_change": 10, "tol": 1e-4}  # scikit-learn's defaults
+
+
 def add_train_arguments(parser):
     parser.add_argument("data", help="CSV file with a header row; one sample per row "
                                      "(- reads standard input)")
@@ -119,11 +123,12 @@ def add_train_arguments(parser):
                         help="stop when the validation loss has not improved by --tol for "
                              "more than --n-iter-no-change epochs, and keep the best epoch's "
                              "weights (as scikit-learn's early_stopping)")
-    parser.add_argument("--n-iter-no-change", type=positive_int, default=10, metavar="N",
-                        help="with --early-stopping (default: 10)")
-    parser.add_argument("--tol", type=non_negative_float, default=1e-4,
+    parser.add_argument("--n-iter-no-change", type=positive_int, metavar="N",
+                        help="with --early-stopping: the epochs without improvement it "
+                             f"allows (default: {EARLY_STOPPING['n_iter_no_change']})")
+    parser.add_argument("--tol", type=non_negative_float,
                         help="with --early-stopping: the least improvement that counts "
-                             "(default: 0.0001)")
+                             f"(default: {EARLY_STOPPING['tol']})")
     parser.add_argument("--drop-missing", action="store_true",
                         help="skip rows with missing values (empty, NA, NaN, ?, ...) instead "
                              "of stopping at them")
@@ -146,7 +151,6 @@ def add_train_arguments(parser):
                        help="one progress line per epoch (for logs) instead of a bar")
 
 
-EARLY_STOPPING_SPLIT = 0.1  # scikit-learn's validation_fraction
 
 
 class _LastEpoch(Callback):
@@ -167,6 +171,10 @@ def train(args, out=print, tell=None):
     root = distributed.is_root()
     if not root:
         out = tell = _silent
+    for name in EARLY_STOPPING:
+        if getattr(args, name) is not None and not args.early_stopping:
+            raise CommandError(f"--{name.replace('_', '-')} is a setting of --early-stopping;"
+                               " add --early-stopping, or leave it out")
     for path, flag in ((args.save, "--save"), (args.checkpoint, "--checkpoint")):
         if path:  # before any epoch: a bad path must not cost the training
             check_writable(path, flag)
@@ -237,8 +245,9 @@ def _fit(model, loss, training, validation, args, metadata, root, out, tell):
     status). A first Ctrl-C keeps the last complete epoch (or, with --early-stopping, the
     best so far) and gives status 130; a second one quits (KeyboardInterrupt)."""
     last = _LastEpoch()
-    stopper = EarlyStopping("val_loss", args.n_iter_no_change, args.tol) \
-        if args.early_stopping else None
+    settings = {name: EARLY_STOPPING[name] if getattr(args, name) is None
+                else getattr(args, name) for name in EARLY_STOPPING}
+    stopper = EarlyStopping("val_loss", **settings) if args.early_stopping else None
     callbacks = [last] + ([stopper] if stopper else []) + (
         [ModelCheckpoint(args.checkpoint, extra={"csv": metadata})]
         if args.checkpoint and root else [])
@@ -265,8 +274,8 @@ def _fit(model, loss, training, validation, args, metadata, root, out, tell):
         return model.history, kept, 130
     if stopper and stopper.stopped_epoch:
         out(f"stopped early after epoch {stopper.stopped_epoch}: the validation loss did not "
-            f"improve by more than {args.tol:g} for more than "
-            f"{counted(args.n_iter_no_change, 'epoch')}")
+            f"improve by more than {stopper.tol:g} for more than "
+            f"{counted(stopper.n_iter_no_change, 'epoch')}")
     return history, (stopper.best_epoch if stopper else len(history)), 0
 
 

@@ -276,6 +276,12 @@ TRAIN_ERRORS = [
     ("id column as feature", "i,a,y\n1,1,0\n2,2,1\n",
      ["--target", "y", "--id-column", "i", "--features", "i,a"],
      "--id-column 'i' is also listed in --features"),
+    ("patience without early stopping", "a,y\n1,0\n2,1\n",
+     ["--target", "y", "--n-iter-no-change", "5"],
+     "--n-iter-no-change is a setting of --early-stopping; add --early-stopping, or leave it "
+     "out"),
+    ("tol without early stopping", "a,y\n1,0\n2,1\n", ["--target", "y", "--tol", "0"],
+     "--tol is a setting of --early-stopping"),
     ("early stopping without a split", "a,y\n1,0\n2,1\n",
      ["--target", "y", "--early-stopping", "--validation-split", "0"],
      "--early-stopping needs a validation split"),
