@@ -137,22 +137,21 @@ class CallbackList:
                 raise TypeError(f"callbacks[{index}] ({type(callback).__name__}) is not a "
                                 "callback: it has none of on_fit_begin, on_epoch_end, "
                                 "on_fit_end (see nnback.Callback)")
-        self.model, self.callbacks, self.has_validation = model, list(callbacks), has_validation
-
-    def _each(self, name):
-        return [getattr(callback, name) for callback in self.callbacks
-                if callable(getattr(callback, name, None))]
+        self.model, self.has_validation = model, has_validation
+        self.begins, self.epoch_ends, self.ends = (
+            [getattr(callback, name) for callback in callbacks
+             if callable(getattr(callback, name, None))]
+            for name in ("on_fit_begin", "on_epoch_end", "on_fit_end"))
 
     def begin(self):
-        for method in self._each("on_fit_begin"):
+        for method in self.begins:
             method(self.model, self.has_validation)
-        return self if self.callbacks else None
+        return self if self.begins or self.epoch_ends or self.ends else None
 
     def __call__(self, epoch, history):
-        stops = [bool(method(self.model, epoch, history))
-                 for method in self._each("on_epoch_end")]
+        stops = [bool(method(self.model, epoch, history)) for method in self.epoch_ends]
         return any(stops)
 
     def end(self):
-        for method in self._each("on_fit_end"):
+        for method in self.ends:
             method(self.model)

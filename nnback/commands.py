@@ -26,7 +26,7 @@ import numpy
 from . import distributed
 from .backend import VALID_DTYPES, get_backend
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
-from .csvtable import CommandError, counted, names, read_csv
+from .csvtable import CommandError, counted, listed, names, read_csv
 from .io import load, save
 from .model import MLP
 from .training import Checkpoint, TrainingInterrupted
@@ -200,7 +200,7 @@ def train(args, out=print, tell=None):
     out(f"data: {len(training_rows)} rows for training"
         + (f", {len(validation_rows)} for validation ({_split_kind(args)})"
            if len(validation_rows) else "")
-        + f"; {len(features)} feature columns ({_shown(features)})")
+        + f"; {len(features)} feature columns ({listed(features)})")
     out(f"network: {'-'.join(map(str, model.layer_sizes))} ({args.activation}, {output}) on "
         f"{model.backend.name} ({model.backend.device_name()}), {args.dtype}")
     X_scaled = (X - x_mean) / x_scale
@@ -232,7 +232,7 @@ def _targets(table, args, training_rows, metadata):
                                f"({classes[0]!r}); classification needs at least two")
         metadata["classes"] = classes
         return y, "softmax", "crossentropy", (f"classify {args.target!r} ({len(classes)} "
-                                             f"classes: {_shown(classes)})")
+                                             f"classes: {listed(classes)})")
     y = table.numbers([args.target], hint="; a regression target must hold numbers "
                                           "(--task classify for class labels)")
     y_mean, y_scale = _scaling(y[training_rows])
@@ -309,10 +309,8 @@ def _missing_values(table, columns, args, out):
         return
     lines = table.drop_missing(columns)
     if lines:
-        shown = ", ".join(map(str, lines[:8])) + (
-            f", ... ({len(lines) - 8} more)" if len(lines) > 8 else "")
         out(f"missing values: skipped {counted(len(lines), 'row')} (line{'s' * (len(lines) > 1)}"
-            f" {shown})")
+            f" {listed(lines)})")
 
 
 def _split(n_rows, args):
@@ -341,11 +339,12 @@ def _split_kind(args):
 
 
 def _warn_missing_classes(classes, y_train, args, tell):
-    absent = [label for index, label in enumerate(classes) if not numpy.any(y_train == index)]
+    counts = numpy.bincount(y_train, minlength=len(classes))
+    absent = [label for label, count in zip(classes, counts) if count == 0]
     if absent:
         cause = ("the file may be sorted by class: leave out --no-shuffle"
                  if args.no_shuffle else "try another --seed or a smaller --validation-split")
-        tell(f"warning: {counted(len(absent), 'class')} ({_shown(absent)}) "
+        tell(f"warning: {counted(len(absent), 'class')} ({listed(absent)}) "
              f"{'has' if len(absent) == 1 else 'have'} no rows in the training part, so the "
              f"model cannot learn {'it' if len(absent) == 1 else 'them'}; {cause}")
 
@@ -383,11 +382,6 @@ def _metric(name, outputs, y, metadata):
         return f"{name} accuracy {numpy.mean(outputs.argmax(axis=1) == y):.3f}"
     error = (outputs - y) * metadata["y_scale"]
     return f"{name} RMSE {math.sqrt(numpy.mean(error * error)):.4g}"
-
-
-def _shown(items, most=8):
-    shown = ", ".join(map(str, items[:most]))
-    return shown + (f", ... ({len(items) - most} more)" if len(items) > most else "")
 
 
 # -- predict --------------------------------------------------------------------------------
@@ -474,7 +468,7 @@ def _predict_columns(table, metadata, args, model):
             else ""
         raise CommandError(
             f"{args.data} has {counted(len(given), 'feature column')} but {args.model} was "
-            f"trained on {len(features)} ({_shown(features)}): {'; '.join(problems)}{hint}")
+            f"trained on {len(features)} ({listed(features)}): {'; '.join(problems)}{hint}")
     return features
 
 

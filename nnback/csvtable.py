@@ -183,11 +183,15 @@ def closest(name, columns, most=8):
     if not close:  # a different case is a likely slip too
         close = [column for column in columns if column.lower() == name.lower()]
     guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
-    shown = names(columns[:most]) + (f", ... ({len(columns) - most} more)"
-                                     if len(columns) > most else "")
-    return f"{guess} It has {len(columns)} columns: {shown}"
+    return f"{guess} It has {len(columns)} columns: {listed(columns, most, repr)}"
 
 
 def names(columns):
     """'a', 'b', 'c': column names quoted, for messages."""
     return ", ".join(repr(name) for name in columns)
+
+
+def listed(items, most=8, form=str):
+    """"a, b, ... (3 more)": at most ``most`` items, each written by ``form``."""
+    shown = ", ".join(map(form, items[:most]))
+    return shown + (f", ... ({len(items) - most} more)" if len(items) > most else "")
